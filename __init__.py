@@ -5,7 +5,7 @@ Inside ComfyUI this exposes the nodes; elsewhere (the trainer, the tests) it imp
 import importlib.util
 
 if importlib.util.find_spec("comfy") is not None and importlib.util.find_spec("folder_paths") is not None:
-    from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+    from .nodes.mappings import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 else:
     NODE_CLASS_MAPPINGS = {}
     NODE_DISPLAY_NAME_MAPPINGS = {}

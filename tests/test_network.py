@@ -1,0 +1,27 @@
+import pytest
+import torch
+
+from dice_pack.sharpeners import Sharpener, SharpenerConfig
+
+
+def test_paper_sized_network_has_about_1_8_million_parameters():
+    assert Sharpener().parameter_count() == 1_836_800
+
+
+@pytest.mark.parametrize("width", [768, 1024, 2048, 4096])
+def test_residual_has_the_shape_of_c_for_every_family_width(width):
+    network = Sharpener(SharpenerConfig(embed_dim=width))
+    c, c_ref = torch.randn(2, 77, width), torch.randn(2, 77, width)
+    assert network(c, c_ref).shape == (2, 77, width)
+
+
+def test_residual_depends_on_the_reference():
+    torch.manual_seed(0)
+    network = Sharpener()
+    c = torch.randn(1, 77, 768)
+    assert not torch.allclose(network(c, torch.randn(1, 77, 768)), network(c, torch.randn(1, 77, 768)))
+
+
+def test_hidden_width_must_split_evenly_into_heads():
+    with pytest.raises(ValueError, match="divisible by num_heads"):
+        SharpenerConfig(hidden_dim=500, num_heads=8)

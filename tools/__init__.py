@@ -1,0 +1,1 @@
+"""Developer tools: fixture checkpoints, example-workflow generation, UI→API workflow conversion."""
