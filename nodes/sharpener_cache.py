@@ -1,6 +1,7 @@
 """Load each sharpener file once; reload only when the file on disk changes."""
 from __future__ import annotations
 
+import logging
 import os
 import threading
 
@@ -29,5 +30,6 @@ class SharpenerCache:
             if cached is not None and cached[0] == stamp:
                 return cached[1]
             loaded = load_sharpener(path)
+            logging.info("DICE: loaded %s", loaded.summary())
             self._entries[path] = (stamp, loaded)
             return loaded

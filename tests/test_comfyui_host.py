@@ -78,12 +78,22 @@ def save_random_sharpener(path: Path, width: int = 768, seed: int = 0) -> None:
     save_sharpener(path, Sharpener(SharpenerConfig(embed_dim=width)), TrainingInfo(base_checkpoint="tiny_sd15"))
 
 
+def comfyui_python(comfy_root: Path) -> str:
+    """COMFYUI_PYTHON, else a virtual environment inside the ComfyUI folder, else this Python."""
+    if os.environ.get("COMFYUI_PYTHON"):
+        return os.environ["COMFYUI_PYTHON"]
+    for candidate in (comfy_root / ".venv" / "bin" / "python", comfy_root / "venv" / "bin" / "python"):
+        if candidate.is_file():
+            return str(candidate)
+    return sys.executable
+
+
 @pytest.fixture(scope="module")
 def host(tmp_path_factory):
     comfy_root = Path(COMFYUI_PATH).resolve()
     if not (comfy_root / "main.py").is_file():
         pytest.fail(f"COMFYUI_PATH={comfy_root} holds no ComfyUI (main.py is missing)")
-    python = os.environ.get("COMFYUI_PYTHON", sys.executable)
+    python = comfyui_python(comfy_root)
     base = tmp_path_factory.mktemp("comfy_base")
     (base / "custom_nodes").mkdir()
     (base / "custom_nodes" / "ComfyUI-DICE").symlink_to(PACK_ROOT, target_is_directory=True)
