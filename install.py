@@ -5,13 +5,14 @@ and creates models/sharpeners when the pack sits in a ComfyUI's custom_nodes fol
 """
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
 
-PACK_DIR = Path(__file__).resolve().parent
+PACK_DIR = Path(os.path.abspath(__file__)).parent  # not resolve(): a symlinked pack still finds custom_nodes
 # ComfyUI ships its own torch build (CUDA, ROCm, MPS, CPU); installing one here would replace it.
 NEVER_INSTALL = {"torch", "torchvision", "torchaudio"}
 
