@@ -1,0 +1,144 @@
+"""Seeded captioned images with compositional content: coloured shapes, sizes, positions, relations.
+
+Every image comes with a Scene (the ground truth the evaluator checks) and a caption drawn from several
+templates and synonyms, so that understanding the text encoder's embedding matters.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import numpy as np
+
+SIZE = 32
+SUPERSAMPLE = 4
+COLOURS = {
+    "red": (220, 35, 35), "green": (35, 185, 55), "blue": (45, 80, 235),
+    "yellow": (240, 215, 35), "purple": (150, 55, 205), "cyan": (35, 200, 215),
+}
+BACKGROUNDS = {"black": (15, 15, 15), "white": (235, 235, 235), "gray": (110, 110, 110)}
+SHAPES = ("circle", "square", "triangle")
+SIZES = {"small": 8.0, "large": 13.0}
+ANCHORS = {"center": (16, 16), "left": (8, 16), "right": (24, 16), "top": (16, 8), "bottom": (16, 24)}
+RELATIONS = {"left of": ("left", "right"), "right of": ("right", "left"), "above": ("top", "bottom"),
+             "below": ("bottom", "top")}
+
+COLOUR_WORDS = {"red": ["red", "crimson", "scarlet"], "green": ["green", "emerald"], "blue": ["blue", "cobalt"],
+                "yellow": ["yellow", "golden"], "purple": ["purple", "violet"], "cyan": ["cyan", "turquoise"]}
+SHAPE_WORDS = {"circle": ["circle", "disc", "round dot"], "square": ["square", "box", "block"],
+               "triangle": ["triangle", "pyramid shape", "triangular shape"]}
+SIZE_WORDS = {"small": ["small", "tiny", "little"], "large": ["large", "big", "huge"]}
+POSITION_WORDS = {"center": ["in the center", "in the middle"], "left": ["on the left", "at the left side"],
+                  "right": ["on the right", "at the right side"], "top": ["at the top", "near the top"],
+                  "bottom": ["at the bottom", "near the bottom"]}
+RELATION_WORDS = {"left of": ["to the left of", "left of"], "right of": ["to the right of", "right of"],
+                  "above": ["above", "over"], "below": ["below", "under"]}
+BACKGROUND_WORDS = {"black": ["on a black background", "against black"],
+                    "white": ["on a white background", "against white"],
+                    "gray": ["on a gray background", "against gray"]}
+
+
+@dataclass(frozen=True)
+class Thing:
+    """One object: what it is and where; None means the caption does not say (the image still has one)."""
+
+    shape: str
+    colour: str
+    size: str | None
+    position: str | None
+
+
+@dataclass(frozen=True)
+class Scene:
+    """What a caption claims: one or two things, a relation between two, maybe a background."""
+
+    things: tuple[Thing, ...]
+    relation: str | None = None
+    background: str | None = None
+
+
+def _thing_phrase(rng: random.Random, thing: Thing) -> str:
+    words = []
+    if thing.size:
+        words.append(rng.choice(SIZE_WORDS[thing.size]))
+    words += [rng.choice(COLOUR_WORDS[thing.colour]), rng.choice(SHAPE_WORDS[thing.shape])]
+    return "a " + " ".join(words)
+
+
+def caption(rng: random.Random, scene: Scene) -> str:
+    """One of several phrasings of scene."""
+    background = f" {rng.choice(BACKGROUND_WORDS[scene.background])}" if scene.background else ""
+    if scene.relation:
+        first, second = (_thing_phrase(rng, t) for t in scene.things)
+        relation = rng.choice(RELATION_WORDS[scene.relation])
+        template = rng.choice(["{a} {r} {b}{bg}", "{a} placed {r} {b}{bg}", "a picture of {a} {r} {b}{bg}"])
+        return template.format(a=first, r=relation, b=second, bg=background)
+    thing = scene.things[0]
+    phrase = _thing_phrase(rng, thing)
+    if not thing.position:
+        return rng.choice(["{t}{bg}", "a picture of {t}{bg}"]).format(t=phrase, bg=background)
+    position = rng.choice(POSITION_WORDS[thing.position])
+    template = rng.choice(["{t} {p}{bg}", "{p}, {t}{bg}", "a picture of {t} {p}{bg}"])
+    return template.format(t=phrase, p=position, bg=background)
+
+
+def random_scene(rng: random.Random) -> tuple[Scene, Scene]:
+    """(the full truth to draw, what the caption says about it): captions leave some attributes out."""
+    background = rng.choice(list(BACKGROUNDS))
+    named_background = background if rng.random() < 0.5 else None
+    if rng.random() < 0.5:
+        thing = Thing(rng.choice(SHAPES), rng.choice(list(COLOURS)), rng.choice(list(SIZES)), rng.choice(list(ANCHORS)))
+        named = Thing(thing.shape, thing.colour, thing.size if rng.random() < 0.8 else None,
+                      thing.position if rng.random() < 0.8 else None)
+        return Scene((thing,), None, background), Scene((named,), None, named_background)
+    relation = rng.choice(list(RELATIONS))
+    colours = rng.sample(list(COLOURS), 2)
+    things = tuple(Thing(rng.choice(SHAPES), colour, rng.choice(list(SIZES)), anchor)
+                   for colour, anchor in zip(colours, RELATIONS[relation]))
+    named = tuple(Thing(t.shape, t.colour, t.size if rng.random() < 0.8 else None, None) for t in things)
+    return Scene(things, relation, background), Scene(named, relation, named_background)
+
+
+def coverage(shape: str, cx: float, cy: float, extent: float) -> np.ndarray:
+    """Anti-aliased [SIZE, SIZE] coverage of one shape, by supersampling."""
+    n = SIZE * SUPERSAMPLE
+    coords = (np.arange(n) + 0.5) / SUPERSAMPLE
+    x, y = np.meshgrid(coords, coords)
+    half = extent / 2
+    if shape == "circle":
+        inside = (x - cx) ** 2 + (y - cy) ** 2 <= half ** 2
+    elif shape == "square":
+        inside = (np.abs(x - cx) <= half * 0.9) & (np.abs(y - cy) <= half * 0.9)
+    else:  # an upright triangle whose base and height are the extent
+        top, bottom = cy - half, cy + half
+        t = np.clip((y - top) / extent, 0, 1)
+        inside = (y >= top) & (y <= bottom) & (np.abs(x - cx) <= t * half)
+    return inside.reshape(SIZE, SUPERSAMPLE, SIZE, SUPERSAMPLE).mean(axis=(1, 3))
+
+
+def render(rng: random.Random, scene: Scene) -> np.ndarray:
+    """An image of scene, uint8 [SIZE, SIZE, 3], with a little jitter in place, size and colour."""
+    image = np.empty((SIZE, SIZE, 3), np.float32)
+    image[:] = np.array(BACKGROUNDS[scene.background], np.float32) + rng.uniform(-8, 8)
+    for thing in scene.things:
+        ax, ay = ANCHORS[thing.position]
+        extent = SIZES[thing.size] * rng.uniform(0.9, 1.1)
+        jitter = 1.0 if scene.relation else 1.5
+        cover = coverage(thing.shape, ax + rng.uniform(-jitter, jitter), ay + rng.uniform(-jitter, jitter), extent)[..., None]
+        colour = np.array(COLOURS[thing.colour], np.float32) + np.array([rng.uniform(-12, 12) for _ in range(3)])
+        image = image * (1 - cover) + np.clip(colour, 0, 255) * cover
+    return np.clip(image + np.array([[rng.gauss(0, 2) for _ in range(3)]]), 0, 255).round().astype(np.uint8)
+
+
+def make_dataset(count: int, seed: int) -> tuple[np.ndarray, list[str], list[Scene], list[Scene]]:
+    """count images [N, SIZE, SIZE, 3] uint8, their captions, the named scenes and the drawn scenes."""
+    rng = random.Random(seed)
+    images = np.empty((count, SIZE, SIZE, 3), np.uint8)
+    captions, named_scenes, drawn_scenes = [], [], []
+    for index in range(count):
+        drawn, named = random_scene(rng)
+        images[index] = render(rng, drawn)
+        captions.append(caption(rng, named))
+        named_scenes.append(named)
+        drawn_scenes.append(drawn)
+    return images, captions, named_scenes, drawn_scenes
