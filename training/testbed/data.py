@@ -82,21 +82,26 @@ def caption(rng: random.Random, scene: Scene) -> str:
     return template.format(t=phrase, p=position, bg=background)
 
 
-def random_scene(rng: random.Random) -> tuple[Scene, Scene]:
-    """(the full truth to draw, what the caption says about it): captions leave some attributes out."""
-    background = rng.choice(list(BACKGROUNDS))
-    named_background = background if rng.random() < 0.5 else None
+def random_named_scene(rng: random.Random) -> Scene:
+    """What a caption says: one thing (some attributes left out) or two things and a relation."""
+    background = rng.choice(list(BACKGROUNDS)) if rng.random() < 0.5 else None
+    maybe = lambda options: rng.choice(options) if rng.random() < 0.8 else None  # noqa: E731
     if rng.random() < 0.5:
-        thing = Thing(rng.choice(SHAPES), rng.choice(list(COLOURS)), rng.choice(list(SIZES)), rng.choice(list(ANCHORS)))
-        named = Thing(thing.shape, thing.colour, thing.size if rng.random() < 0.8 else None,
-                      thing.position if rng.random() < 0.8 else None)
-        return Scene((thing,), None, background), Scene((named,), None, named_background)
-    relation = rng.choice(list(RELATIONS))
+        thing = Thing(rng.choice(SHAPES), rng.choice(list(COLOURS)), maybe(list(SIZES)), maybe(list(ANCHORS)))
+        return Scene((thing,), None, background)
     colours = rng.sample(list(COLOURS), 2)
-    things = tuple(Thing(rng.choice(SHAPES), colour, rng.choice(list(SIZES)), anchor)
-                   for colour, anchor in zip(colours, RELATIONS[relation]))
-    named = tuple(Thing(t.shape, t.colour, t.size if rng.random() < 0.8 else None, None) for t in things)
-    return Scene(things, relation, background), Scene(named, relation, named_background)
+    things = tuple(Thing(rng.choice(SHAPES), colour, maybe(list(SIZES)), None) for colour in colours)
+    return Scene(things, rng.choice(list(RELATIONS)), background)
+
+
+def realise(rng: random.Random, named: Scene) -> Scene:
+    """A full scene consistent with named: what the caption leaves out is drawn at random."""
+    anchors = RELATIONS[named.relation] if named.relation else [None]
+    things = tuple(
+        Thing(t.shape, t.colour, t.size or rng.choice(list(SIZES)), anchor or t.position or rng.choice(list(ANCHORS)))
+        for t, anchor in zip(named.things, anchors)
+    )
+    return Scene(things, named.relation, named.background or rng.choice(list(BACKGROUNDS)))
 
 
 def coverage(shape: str, cx: float, cy: float, extent: float) -> np.ndarray:
@@ -130,15 +135,22 @@ def render(rng: random.Random, scene: Scene) -> np.ndarray:
     return np.clip(image + np.array([[rng.gauss(0, 2) for _ in range(3)]]), 0, 255).round().astype(np.uint8)
 
 
-def make_dataset(count: int, seed: int) -> tuple[np.ndarray, list[str], list[Scene], list[Scene]]:
-    """count images [N, SIZE, SIZE, 3] uint8, their captions, the named scenes and the drawn scenes."""
+def make_dataset(count: int, seed: int, images_per_caption: int = 1
+                 ) -> tuple[np.ndarray, list[str], list[Scene], list[Scene]]:
+    """count images [N, SIZE, SIZE, 3] uint8, their captions, the named scenes and the drawn scenes.
+
+    Each caption is drawn images_per_caption times with different unnamed details.
+    """
     rng = random.Random(seed)
     images = np.empty((count, SIZE, SIZE, 3), np.uint8)
     captions, named_scenes, drawn_scenes = [], [], []
     for index in range(count):
-        drawn, named = random_scene(rng)
+        if index % images_per_caption == 0:
+            named = random_named_scene(rng)
+            text = caption(rng, named)
+        drawn = realise(rng, named)
         images[index] = render(rng, drawn)
-        captions.append(caption(rng, named))
+        captions.append(text)
         named_scenes.append(named)
         drawn_scenes.append(drawn)
     return images, captions, named_scenes, drawn_scenes

@@ -1,0 +1,28 @@
+"""The small interface the trainer drives: the offline testbed and a ComfyUI checkpoint both answer it."""
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+
+
+class DiffusionBackend(Protocol):
+    """A frozen text-to-image model seen from the sharpener's trainer."""
+
+    embed_dim: int
+    latent_shape: tuple[int, ...]
+
+    def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
+        """[batch, tokens, embed_dim] text embeddings."""
+
+    def null_embedding(self) -> torch.Tensor:
+        """[1, tokens, embed_dim]: the empty prompt, the reference CFG uses."""
+
+    def sample_training_latents(self, count: int, generator: torch.Generator) -> tuple[torch.Tensor, list[str]]:
+        """count clean latents x_0 and their captions."""
+
+    def sample_sigmas(self, count: int, generator: torch.Generator) -> torch.Tensor:
+        """Training noise levels drawn over the model's own schedule."""
+
+    def predict_noise(self, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """eps(x_σ, σ, context) for x_σ = x_0 + σ·ε."""

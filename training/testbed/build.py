@@ -1,0 +1,279 @@
+"""Train the whole offline testbed from scratch on the CPU, reproducibly, in resumable stages.
+
+    python -m training.testbed.build            # ~1 h on 2 CPU cores; writes training/testbed/weights/
+
+Stages (each saved in --work and skipped when already there): data, text embeddings, autoencoder,
+latents, UNet, feature network, then the figures and the model card.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from ..png import grid, save_png
+from ..progress import Progress
+from .data import make_dataset
+from .evaluator import alignment
+from .features import FeatureNet, attribute_loss, attribute_targets, frechet_distance, image_features
+from .model import WEIGHTS, Testbed, evaluation_prompts, images_to_tensor, tensor_to_images
+from .models import Autoencoder, AutoencoderConfig, UNet, UNetConfig
+from .schedule import DiscreteSchedule
+from .text_encoder import TextEncoder
+
+CONFIG = {
+    "seed": 0, "train_images": 60000, "images_per_caption": 4, "caption_dropout": 0.1,
+    "autoencoder_steps": 1200, "autoencoder_batch": 64, "autoencoder_lr": 2e-3, "kl_weight": 1e-6,
+    "unet_steps": 2800, "unet_batch": 128, "unet_lr": 5e-4, "unet_warmup": 200, "ema_decay": 0.999,
+    "feature_images": 20000, "feature_steps": 800, "feature_batch": 128,
+    "eval_prompts": 1000, "eval_real_images": 5000, "eval_steps": 20, "eval_cfg": 5.0,
+}
+
+
+def save_atomic(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    save_file({k: v.contiguous() for k, v in tensors.items()}, temporary, metadata=metadata)
+    os.replace(temporary, path)
+
+
+def stage(work: Path, name: str):
+    """The stage's output path and whether it is already done."""
+    path = work / name
+    return path, path.exists()
+
+
+def cosine_lr(step: int, total: int, peak: float, warmup: int) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(total - warmup, 1)
+    return peak * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * progress)))
+
+
+def build_data(work: Path, config: dict) -> tuple[np.ndarray, list[str]]:
+    path, done = stage(work, "data.npz")
+    if not done:
+        images, captions, _, _ = make_dataset(config["train_images"], config["seed"], config["images_per_caption"])
+        temporary = path.with_name(".data.tmp.npz")
+        np.savez(temporary, images=images, captions=np.array(captions))
+        os.replace(temporary, path)
+    stored = np.load(path)
+    return stored["images"], [str(c) for c in stored["captions"]]
+
+
+def build_text(work: Path, captions: list[str], encoder: TextEncoder) -> tuple[torch.Tensor, torch.Tensor]:
+    """(embeddings of the unique captions plus the empty prompt last, index of each image's caption)."""
+    path, done = stage(work, "text.safetensors")
+    unique = sorted(set(captions))
+    if not done:
+        progress = Progress(len(unique), "text embeddings", "captions")
+        parts = []
+        for start in range(0, len(unique), 256):
+            parts.append(encoder.encode(unique[start:start + 256]).half())
+            encoder._cache.clear()
+            progress.update(min(start + 256, len(unique)))
+        parts.append(encoder.null().half())
+        save_atomic({"embeddings": torch.cat(parts)}, path)
+    position = {c: i for i, c in enumerate(unique)}
+    return load_file(path)["embeddings"], torch.tensor([position[c] for c in captions])
+
+
+def build_autoencoder(work: Path, images: np.ndarray, config: dict) -> Autoencoder:
+    path, done = stage(work, "autoencoder.safetensors")
+    network = Autoencoder()
+    if done:
+        network.load_state_dict(load_file(path))
+        return network.eval()
+    torch.manual_seed(config["seed"])
+    optimizer = torch.optim.AdamW(network.parameters(), lr=config["autoencoder_lr"], weight_decay=0.0)
+    steps, batch = config["autoencoder_steps"], config["autoencoder_batch"]
+    progress = Progress(steps, "autoencoder", "steps")
+    generator = torch.Generator().manual_seed(config["seed"])
+    for step in range(steps):
+        for group in optimizer.param_groups:
+            group["lr"] = cosine_lr(step, steps, config["autoencoder_lr"], 50)
+        x = images_to_tensor(images[torch.randint(0, len(images), (batch,), generator=generator).numpy()])
+        mean, logvar = network.encode(x)
+        z = mean + (0.5 * logvar).exp() * torch.randn(mean.shape, generator=generator)
+        recon = network.decode(z)
+        kl = 0.5 * (mean ** 2 + logvar.exp() - 1 - logvar).sum((1, 2, 3)).mean()
+        loss = (recon - x).abs().mean() + F.mse_loss(recon, x) + config["kl_weight"] * kl
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        progress.update(step + 1, loss=float(loss))
+    save_atomic(network.state_dict(), path)
+    return network.eval()
+
+
+def build_latents(work: Path, images: np.ndarray, autoencoder: Autoencoder) -> tuple[torch.Tensor, float]:
+    """Scaled latents of every training image and the scale that gives them unit variance (SD's 0.18215)."""
+    path, done = stage(work, "latents.safetensors")
+    if not done:
+        with torch.no_grad():
+            means = torch.cat([autoencoder.encode(images_to_tensor(images[i:i + 1000]))[0] for i in range(0, len(images), 1000)])
+        scale = float(1 / means.std())
+        save_atomic({"latents": means * scale}, path, metadata={"latent_scale": repr(scale)})
+    with open(path, "rb"):
+        pass
+    from safetensors import safe_open
+    with safe_open(path, "pt") as f:
+        scale = float(f.metadata()["latent_scale"])
+        return f.get_tensor("latents"), scale
+
+
+def build_unet(work: Path, latents: torch.Tensor, embeddings: torch.Tensor, caption_index: torch.Tensor,
+               config: dict) -> UNet:
+    path, done = stage(work, "unet.safetensors")
+    network, ema = UNet(), UNet()
+    if done:
+        ema.load_state_dict(load_file(path))
+        return ema.eval()
+    torch.manual_seed(config["seed"])
+    network = UNet()
+    ema.load_state_dict(network.state_dict())
+    ema.requires_grad_(False)
+    schedule = DiscreteSchedule()
+    alphas = schedule.alphas_cumprod.float()
+    null_index = len(embeddings) - 1
+    optimizer = torch.optim.AdamW(network.parameters(), lr=config["unet_lr"], weight_decay=0.01)
+    steps, batch = config["unet_steps"], config["unet_batch"]
+    generator = torch.Generator().manual_seed(config["seed"] + 1)
+    progress = Progress(steps, "unet", "steps")
+    for step in range(steps):
+        for group in optimizer.param_groups:
+            group["lr"] = cosine_lr(step, steps, config["unet_lr"], config["unet_warmup"])
+        rows = torch.randint(0, len(latents), (batch,), generator=generator)
+        index = caption_index[rows].clone()
+        index[torch.rand(batch, generator=generator) < config["caption_dropout"]] = null_index
+        context = embeddings[index].float()
+        x0 = latents[rows]
+        t = torch.randint(0, len(alphas), (batch,), generator=generator)
+        noise = torch.randn(x0.shape, generator=generator)
+        a = alphas[t].view(-1, 1, 1, 1)
+        loss = F.mse_loss(network(a.sqrt() * x0 + (1 - a).sqrt() * noise, t, context), noise)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(network.parameters(), 1.0)
+        optimizer.step()
+        decay = 0.0 if step < config["unet_warmup"] else config["ema_decay"]
+        with torch.no_grad():
+            for e, p in zip(ema.parameters(), network.parameters()):
+                e.lerp_(p, 1 - decay)
+        progress.update(step + 1, loss=float(loss))
+    save_atomic(ema.state_dict(), path)
+    return ema.eval()
+
+
+def build_features(work: Path, config: dict) -> FeatureNet:
+    path, done = stage(work, "features.safetensors")
+    network = FeatureNet()
+    if done:
+        network.load_state_dict(load_file(path))
+        return network.eval()
+    torch.manual_seed(config["seed"])
+    images, _, _, drawn = make_dataset(config["feature_images"] * 2, config["seed"] + 7)
+    single = [i for i, scene in enumerate(drawn) if len(scene.things) == 1][: config["feature_images"]]
+    images = torch.from_numpy(images[single])
+    targets = attribute_targets([drawn[i] for i in single])
+    optimizer = torch.optim.AdamW(network.parameters(), lr=2e-3)
+    generator = torch.Generator().manual_seed(config["seed"] + 2)
+    progress = Progress(config["feature_steps"], "feature net", "steps")
+    for step in range(config["feature_steps"]):
+        rows = torch.randint(0, len(images), (config["feature_batch"],), generator=generator)
+        loss = attribute_loss(network(images[rows]), {k: v[rows] for k, v in targets.items()})
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        progress.update(step + 1, loss=float(loss))
+    save_atomic(network.state_dict(), path)
+    return network.eval()
+
+
+def export(autoencoder: Autoencoder, unet: UNet, features: FeatureNet, scale: float, out: Path) -> None:
+    """fp16 weights and their configuration, as committed."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name, network in (("autoencoder", autoencoder), ("unet", unet), ("features", features)):
+        save_atomic({k: v.half() for k, v in network.state_dict().items()}, out / f"{name}.safetensors")
+    config = {"autoencoder": asdict(AutoencoderConfig()), "unet": asdict(UNetConfig()), "latent_scale": scale}
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+
+
+def evaluate(testbed: Testbed, config: dict, out: Path) -> dict:
+    """The figures of the model card: the evaluator on real images, reconstructions, unguided against CFG."""
+    count = config["eval_prompts"]
+    captions, named, real = evaluation_prompts(max(count, config["eval_real_images"]))
+    features = lambda imgs: image_features(testbed.features, imgs)  # noqa: E731
+    real_features = features(real)
+    reconstructed = testbed.decode(testbed.encode_images(real[:count]))
+    context = testbed.encode_prompts(captions[:count])
+    seeds = list(range(count))
+    figures = {
+        "evaluator_accuracy_real": alignment(real[:count], named[:count]),
+        "alignment_autoencoder_reconstructions": alignment(reconstructed, named[:count]),
+    }
+    samples = {}
+    for name, scale in (("unguided", 1.0), (f"cfg{config['eval_cfg']:g}", config["eval_cfg"])):
+        started = time.time()
+        images = testbed.generate(context, seeds, steps=config["eval_steps"], cfg_scale=scale)
+        samples[name] = images
+        figures[f"{name}_alignment"] = alignment(images, named[:count])
+        figures[f"{name}_fd"] = frechet_distance(features(images), real_features)
+        figures[f"{name}_seconds"] = round(time.time() - started, 1)
+    figures["fd_real_vs_real"] = frechet_distance(features(real[:count]), features(real[count:count + count]))
+    rows = [real[:12]] + [samples[k][:12] for k in samples]
+    save_png(out / "samples.png", grid(np.concatenate(rows), 12, scale=3))
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Train the offline testbed from scratch.")
+    parser.add_argument("--work", default="runs/testbed", help="stage outputs, reused when present")
+    parser.add_argument("--out", default=str(WEIGHTS), help="where the fp16 weights and model card go")
+    parser.add_argument("--quick", action="store_true", help="a tiny run to check the pipeline (minutes)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    options = parser.parse_args()
+    torch.set_num_threads(options.threads)
+    config = dict(CONFIG)
+    if options.quick:
+        config.update(train_images=2000, autoencoder_steps=30, unet_steps=30, feature_images=1000, feature_steps=30,
+                      eval_prompts=64, eval_real_images=128, eval_steps=4)
+    work, out = Path(options.work), Path(options.out)
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    started, timings = time.time(), {}
+
+    def timed(name, function, *args):
+        begun = time.time()
+        result = function(*args)
+        timings[name] = round(time.time() - begun, 1)
+        print(f"[testbed] {name}: {timings[name]} s", flush=True)
+        return result
+
+    encoder = TextEncoder()
+    images, captions = timed("data", build_data, work, config)
+    embeddings, caption_index = timed("text", build_text, work, captions, encoder)
+    autoencoder = timed("autoencoder", build_autoencoder, work, images, config)
+    latents, scale = timed("latents", build_latents, work, images, autoencoder)
+    unet = timed("unet", build_unet, work, latents, embeddings, caption_index, config)
+    features = timed("features", build_features, work, config)
+    export(autoencoder, unet, features, scale, out)
+    testbed = Testbed(autoencoder, unet, scale, text=encoder, features=features)
+    figures = timed("evaluate", evaluate, testbed, config, out)
+    figures.update(training_seconds=timings, total_seconds=round(time.time() - started, 1),
+                   unique_captions=len(embeddings) - 1, machine=f"{os.cpu_count()} CPU cores, {platform.machine()}",
+                   torch=torch.__version__, config=config)
+    (out / "figures.json").write_text(json.dumps(figures, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in figures.items() if k != "config"}))
+
+
+if __name__ == "__main__":
+    main()

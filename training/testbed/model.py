@@ -1,0 +1,112 @@
+"""The trained testbed, loaded from its committed weights: text encoder, autoencoder, UNet, schedule, sampler."""
+from __future__ import annotations
+
+import json
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+from .data import make_dataset
+from .features import FeatureNet
+from .models import Autoencoder, AutoencoderConfig, UNet, UNetConfig
+from .sampler import sample
+from .schedule import DiscreteSchedule
+from .text_encoder import TextEncoder
+
+WEIGHTS = Path(__file__).resolve().parent / "weights"
+
+
+def load_module(module: torch.nn.Module, path: Path) -> torch.nn.Module:
+    module.load_state_dict({k: v.float() for k, v in load_file(path).items()})
+    return module.requires_grad_(False).eval()
+
+
+def images_to_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 [N, H, W, 3] → float [N, 3, H, W] in [-1, 1]."""
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+def tensor_to_images(tensor: torch.Tensor) -> np.ndarray:
+    """float [N, 3, H, W] in [-1, 1] → uint8 [N, H, W, 3]."""
+    return ((tensor.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+
+
+class Testbed:
+    """The offline text-to-image model; answers the trainer's DiffusionBackend interface."""
+
+    latent_shape = (4, 8, 8)
+
+    def __init__(self, autoencoder: Autoencoder, unet: UNet, latent_scale: float,
+                 text: TextEncoder | None = None, features: FeatureNet | None = None) -> None:
+        self.autoencoder, self.unet, self.latent_scale = autoencoder, unet, latent_scale
+        self.text = text or TextEncoder()
+        self.features = features
+        self.schedule = DiscreteSchedule()
+        self.embed_dim = unet.config.context_dim
+        self._null = None
+
+    @classmethod
+    def load(cls, folder: str | Path = WEIGHTS) -> "Testbed":
+        folder = Path(folder)
+        config = json.loads((folder / "config.json").read_text())
+        autoencoder = load_module(Autoencoder(AutoencoderConfig(**{k: tuple(v) if isinstance(v, list) else v
+                                                                    for k, v in config["autoencoder"].items()})),
+                                  folder / "autoencoder.safetensors")
+        unet = load_module(UNet(UNetConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in config["unet"].items()})),
+                           folder / "unet.safetensors")
+        features = load_module(FeatureNet(), folder / "features.safetensors") if (folder / "features.safetensors").exists() else None
+        return cls(autoencoder, unet, config["latent_scale"], features=features)
+
+    def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
+        return self.text.encode(prompts)
+
+    def null_embedding(self) -> torch.Tensor:
+        if self._null is None:
+            self._null = self.text.null()
+        return self._null
+
+    @torch.no_grad()
+    def encode_images(self, images: np.ndarray) -> torch.Tensor:
+        """uint8 images → scaled latents (the posterior mean)."""
+        return self.autoencoder.encode(images_to_tensor(images))[0] * self.latent_scale
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> np.ndarray:
+        return tensor_to_images(self.autoencoder.decode(latents / self.latent_scale))
+
+    def sample_training_latents(self, count: int, generator: torch.Generator) -> tuple[torch.Tensor, list[str]]:
+        seed = int(torch.randint(0, 2 ** 31 - 1, (1,), generator=generator))
+        images, captions, _, _ = make_dataset(count, seed)
+        return self.encode_images(images), captions
+
+    def sample_sigmas(self, count: int, generator: torch.Generator) -> torch.Tensor:
+        return self.schedule.sample_sigmas(count, generator)
+
+    def predict_noise(self, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        scale = (sigma ** 2 + 1).rsqrt().view(-1, 1, 1, 1)
+        return self.unet(x * scale, self.schedule.timestep(sigma), context)
+
+    @torch.no_grad()
+    def generate(self, context: torch.Tensor, seeds: list[int], steps: int = 20, cfg_scale: float = 1.0,
+                 method: str = "dpmpp_2m", null: torch.Tensor | None = None, batch: int = 250) -> np.ndarray:
+        """uint8 images for each embedding in context (already sharpened, scaled or fused as the caller likes)."""
+        sigmas = self.schedule.sampling_sigmas(steps)
+        null = self.null_embedding() if null is None and cfg_scale != 1.0 else null
+        out = []
+        for start in range(0, len(context), batch):
+            latents = sample(self.predict_noise, context[start:start + batch], sigmas, seeds[start:start + batch],
+                             self.latent_shape, null, cfg_scale, method)
+            out.append(self.decode(latents))
+        return np.concatenate(out)
+
+
+def evaluation_prompts(count: int, seed: int = 1234):
+    """Held-out prompts, their named scenes and real images drawn for them (a different seed from training)."""
+    images, captions, named, _ = make_dataset(count, seed)
+    return captions, named, images
+
+
+__all__ = ["Testbed", "evaluation_prompts", "images_to_tensor", "tensor_to_images"]
