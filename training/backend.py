@@ -24,5 +24,11 @@ class DiffusionBackend(Protocol):
     def sample_sigmas(self, count: int, generator: torch.Generator) -> torch.Tensor:
         """Training noise levels drawn over the model's own schedule."""
 
+    def sampling_sigmas(self, steps: int) -> torch.Tensor:
+        """steps + 1 noise levels from the largest down to 0, for sample grids."""
+
+    def decode(self, latents: torch.Tensor) -> "numpy.ndarray":
+        """uint8 [N, H, W, 3] images of latents."""
+
     def predict_noise(self, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """eps(x_σ, σ, context) for x_σ = x_0 + σ·ε."""

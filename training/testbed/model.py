@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import json
-
+import random
 from pathlib import Path
 
 import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from .data import make_dataset
+from .data import caption, make_dataset, random_named_scene, realise, render
 from .features import FeatureNet
 from .models import Autoencoder, AutoencoderConfig, UNet, UNetConfig
 from .sampler import sample
@@ -17,6 +17,7 @@ from .schedule import DiscreteSchedule
 from .text_encoder import TextEncoder
 
 WEIGHTS = Path(__file__).resolve().parent / "weights"
+TRAINING_POOL, TRAINING_POOL_SEED = 2000, 777  # captions a sharpener trains on; evaluation uses other seeds
 
 
 def load_module(module: torch.nn.Module, path: Path) -> torch.nn.Module:
@@ -47,6 +48,7 @@ class Testbed:
         self.schedule = DiscreteSchedule()
         self.embed_dim = unet.config.context_dim
         self._null = None
+        self._pool = None
 
     @classmethod
     def load(cls, folder: str | Path = WEIGHTS) -> "Testbed":
@@ -78,12 +80,20 @@ class Testbed:
         return tensor_to_images(self.autoencoder.decode(latents / self.latent_scale))
 
     def sample_training_latents(self, count: int, generator: torch.Generator) -> tuple[torch.Tensor, list[str]]:
-        seed = int(torch.randint(0, 2 ** 31 - 1, (1,), generator=generator))
-        images, captions, _, _ = make_dataset(count, seed)
-        return self.encode_images(images), captions
+        """Fresh images of captions from a fixed pool, so each caption is encoded only once."""
+        if self._pool is None:
+            rng = random.Random(TRAINING_POOL_SEED)
+            self._pool = [(named, caption(rng, named)) for named in (random_named_scene(rng) for _ in range(TRAINING_POOL))]
+        picks = torch.randint(0, len(self._pool), (count,), generator=generator).tolist()
+        rng = random.Random(int(torch.randint(0, 2 ** 31 - 1, (1,), generator=generator)))
+        images = np.stack([render(rng, realise(rng, self._pool[i][0])) for i in picks])
+        return self.encode_images(images), [self._pool[i][1] for i in picks]
 
     def sample_sigmas(self, count: int, generator: torch.Generator) -> torch.Tensor:
         return self.schedule.sample_sigmas(count, generator)
+
+    def sampling_sigmas(self, steps: int) -> torch.Tensor:
+        return self.schedule.sampling_sigmas(steps)
 
     def predict_noise(self, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         scale = (sigma ** 2 + 1).rsqrt().view(-1, 1, 1, 1)
@@ -109,4 +119,3 @@ def evaluation_prompts(count: int, seed: int = 1234):
     return captions, named, images
 
 
-__all__ = ["Testbed", "evaluation_prompts", "images_to_tensor", "tensor_to_images"]

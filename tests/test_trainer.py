@@ -1,0 +1,81 @@
+"""training/train.py on the offline testbed: learning, exact resume, two processes, errors, the file it writes."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import PACK_ROOT
+from dice_pack.sharpeners import load_sharpener
+from dice_pack.training.cli import main
+
+TRAIN = [sys.executable, str(PACK_ROOT / "training" / "train.py")]
+
+
+def run(tmp_path, *args):
+    return main(["--testbed", "--runs", str(tmp_path / "runs"), "--sample-every", "0", "--threads", "2", *args])
+
+
+def test_a_short_run_brings_the_sharpened_call_closer_to_cfg_than_the_unguided_call(tmp_path):
+    summary = run(tmp_path, "--steps", "60", "--batch", "32", "--lr", "1e-3", "--out", str(tmp_path / "s.safetensors"))
+    after = summary["held_out_after"]
+    assert after["ratio"] < 0.8, after
+    assert summary["held_out_before"]["ratio"] > after["ratio"]
+
+
+def test_the_written_file_loads_in_the_nodes_loader_with_its_training_metadata(tmp_path):
+    out = tmp_path / "testbed.safetensors"
+    run(tmp_path, "--steps", "2", "--batch", "4", "--guidance", "7.5", "--out", str(out))
+    loaded = load_sharpener(out)
+    assert loaded.network.config.embed_dim == 384
+    assert loaded.info.guidance_scale == 7.5 and loaded.info.training_steps == 2
+    assert loaded.info.model_family == "testbed-minilm" and len(loaded.info.base_checkpoint_sha256) == 64
+
+
+def test_resume_continues_exactly_as_an_uninterrupted_run(tmp_path):
+    common = ["--batch", "4", "--save-every", "2"]
+    straight = tmp_path / "straight.safetensors"
+    run(tmp_path, "--steps", "4", "--name", "straight", "--out", str(straight), *common)
+    paused = tmp_path / "paused.safetensors"
+    run(tmp_path, "--steps", "2", "--name", "paused", "--out", str(paused), *common)
+    summary = run(tmp_path, "--steps", "4", "--name", "paused", "--out", str(paused), "--resume", *common)
+    assert summary["resumed_at"] == 2
+    a, b = load_file(straight), load_file(paused)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_without_a_checkpoint_says_where_it_looked(tmp_path):
+    with pytest.raises(SystemExit, match="--resume: no checkpoint at .*nothing-here"):
+        run(tmp_path, "--name", "nothing-here", "--resume")
+
+
+def test_an_empty_negatives_file_is_refused_by_name(tmp_path):
+    negatives = tmp_path / "negatives.txt"
+    negatives.write_text("# only a comment\n\n")
+    with pytest.raises(SystemExit, match="--negatives .*negatives.txt: holds no prompts"):
+        run(tmp_path, "--negatives", str(negatives))
+
+
+def test_training_with_negative_prompts_marks_the_file(tmp_path):
+    negatives = tmp_path / "negatives.txt"
+    negatives.write_text("a red circle\na blue square on a white background\n")
+    out = tmp_path / "neg.safetensors"
+    run(tmp_path, "--steps", "2", "--batch", "4", "--negatives", str(negatives), "--out", str(out))
+    assert load_sharpener(out).info.trained_with_negatives
+
+
+def test_two_processes_train_through_torchrun_on_gloo(tmp_path):
+    out = tmp_path / "ddp.safetensors"
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         *TRAIN[1:], "--testbed", "--steps", "3", "--batch", "4", "--sample-every", "0", "--runs",
+         str(tmp_path / "runs"), "--out", str(out)],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((tmp_path / "runs" / "testbed" / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["steps"] == 3
+    assert load_sharpener(out).info.training_steps == 3

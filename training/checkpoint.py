@@ -1,0 +1,51 @@
+"""Resumable training state: sharpener, optimizer, step, data-order generator and config in one file.
+
+Written with torch.save to a temporary name and renamed; read with torch.load(weights_only=True), so a
+checkpoint never runs code.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import os
+from pathlib import Path
+
+import torch
+
+
+class DiskFullError(OSError):
+    """The disk filled up while writing; the previous file is untouched."""
+
+
+def write_atomic(path: Path, write) -> None:
+    """write(temporary_path), then rename onto path; a full disk leaves the old file and a clear error."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        if error.errno == errno.ENOSPC:
+            raise DiskFullError(errno.ENOSPC, f"the disk is full: could not write {path}; free space and --resume") from None
+        raise
+
+
+def save_state(path: Path, sharpener: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int,
+               generator: torch.Generator, config: dict) -> None:
+    state = {"sharpener": sharpener.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+             "generator": generator.get_state(), "config": json.dumps(config, sort_keys=True)}
+    write_atomic(path, lambda temporary: torch.save(state, temporary))
+
+
+def load_state(path: Path) -> dict:
+    """The saved state; raises ValueError naming the file when it is not a training checkpoint."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ValueError(f"{path}: not a readable training checkpoint ({error})") from None
+    missing = {"sharpener", "optimizer", "step", "generator", "config"} - set(state)
+    if missing:
+        raise ValueError(f"{path}: not a DICE training checkpoint (lacks {', '.join(sorted(missing))})")
+    state["config"] = json.loads(state["config"])
+    return state

@@ -1,0 +1,123 @@
+"""The trainer's command line: parse, find the model and the data, run the loop, report."""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import sys
+from pathlib import Path
+
+from .loop import RunInfo, TrainConfig, train
+
+PACK_ROOT = Path(__file__).resolve().parents[1]
+TESTBED_SAMPLE_PROMPTS = [
+    "a small red circle on the left", "a large blue square at the top", "a yellow triangle in the middle",
+    "a green circle to the left of a purple square", "a cyan box above a red triangle", "a big violet disc at the bottom",
+]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python training/train.py",
+        description="Distil a DICE sharpener: CFG's effect in the text conditioning, for one UNet call per step.")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--testbed", action="store_true", help="train on the offline testbed model shipped with the pack")
+    source.add_argument("--ckpt", help="a checkpoint: a name in ComfyUI's models/checkpoints or a path")
+    p.add_argument("--data", help="images with .txt captions, a metadata.jsonl, a COCO captions JSON, or a prompts .txt")
+    p.add_argument("--comfy-root", default=os.environ.get("COMFYUI_PATH"), help="ComfyUI folder (default: found "
+                   "from the pack's place in custom_nodes, or $COMFYUI_PATH)")
+    p.add_argument("--out", help="the sharpener file (default: models/sharpeners/<name>.safetensors in ComfyUI, "
+                   "else outputs/<name>.safetensors)")
+    p.add_argument("--name", help="run name (default: from the checkpoint)")
+    p.add_argument("--runs", default=str(PACK_ROOT / "runs"), help="where checkpoints, samples and summaries go")
+    p.add_argument("--resume", nargs="?", const="auto", help="continue a run exactly (default: its last checkpoint)")
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps (default 8000; testbed 400)")
+    p.add_argument("--batch", type=int, default=None, help="samples per step and process (default 16; testbed 32)")
+    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--guidance", type=float, default=5.0, help="the CFG scale the sharpener learns to imitate")
+    p.add_argument("--loss", choices=["l1", "l2"], default="l1")
+    p.add_argument("--negatives", help="a text file of negative prompts, one a line, used in place of the empty prompt")
+    p.add_argument("--clip-skip", type=int, default=1, help="as in ComfyUI's CLIP Set Last Layer (2 = skip one)")
+    p.add_argument("--resolution", type=int, default=512, help="training image size for --ckpt (a multiple of 8)")
+    p.add_argument("--save-every", type=int, default=None)
+    p.add_argument("--sample-every", type=int, default=None)
+    p.add_argument("--mixed-precision", choices=["auto", "bf16", "fp16", "no"], default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores, shared among processes)")
+    return p.parse_args(argv)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_prompt_lines(path: str, what: str) -> list[str]:
+    try:
+        lines = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines()]
+    except OSError as error:
+        raise SystemExit(f"{what} {path}: cannot be read ({error.strerror or error})")
+    lines = [line for line in lines if line and not line.startswith("#")]
+    if not lines:
+        raise SystemExit(f"{what} {path}: holds no prompts")
+    return lines
+
+
+def testbed_run(args: argparse.Namespace):
+    from .testbed.model import WEIGHTS, Testbed
+
+    backend = Testbed.load()
+    info = RunInfo(model_family="testbed-minilm", base_checkpoint="dice-testbed",
+                   base_checkpoint_sha256=file_sha256(WEIGHTS / "unet.safetensors"))
+    return backend, info, "testbed", TESTBED_SAMPLE_PROMPTS
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    import torch
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 1) // world))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))  # before ComfyUI picks its device
+    if args.testbed:
+        backend, info, name, prompts = testbed_run(args)
+        defaults = {"steps": 400, "batch": 32, "save_every": 100, "sample_every": 200}
+    else:
+        from .comfy_backend import comfy_run
+
+        backend, info, name, prompts = comfy_run(args)
+        defaults = {"steps": 8000, "batch": 16, "save_every": 500, "sample_every": 500}
+    name = args.name or name
+    run_dir = Path(args.runs) / name
+    out = Path(args.out) if args.out else default_output(args, name)
+    resume = None
+    if args.resume:
+        resume = run_dir / "checkpoint.pt" if args.resume == "auto" else Path(args.resume)
+        if not resume.is_file():
+            raise SystemExit(f"--resume: no checkpoint at {resume}")
+    negatives = read_prompt_lines(args.negatives, "--negatives") if args.negatives else []
+    config = TrainConfig(
+        steps=args.steps or defaults["steps"], batch=args.batch or defaults["batch"], lr=args.lr,
+        guidance=args.guidance, loss=args.loss, seed=args.seed,
+        save_every=args.save_every if args.save_every is not None else defaults["save_every"],
+        sample_every=args.sample_every if args.sample_every is not None else defaults["sample_every"],
+        sample_prompts=prompts, negatives=negatives, mixed_precision=args.mixed_precision)
+    # ComfyUI may leave inference mode on; the sharpener needs gradients through the frozen UNet.
+    with torch.inference_mode(False):
+        return train(config, backend, info, run_dir, out, resume, log=lambda text: print(f"[DICE] {text}", flush=True))
+
+
+def default_output(args: argparse.Namespace, name: str) -> Path:
+    from .comfy_locate import find_comfy_root
+
+    root = None if args.testbed else find_comfy_root(args.comfy_root, PACK_ROOT)
+    folder = root / "models" / "sharpeners" if root else PACK_ROOT / "outputs"
+    return folder / f"{name}.safetensors"
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)

@@ -1,0 +1,204 @@
+"""A checkpoint loaded through ComfyUI's own comfy package, so the sharpener learns the KSampler's predictions."""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..sharpeners.formulas import repeat_to_common_length
+from .checkpoint import write_atomic
+from .comfy_locate import find_comfy_root
+from .datasets import DatasetError, Example, load_examples
+from .loop import RunInfo
+from .progress import Progress
+from .testbed.sampler import sample
+
+# ComfyUI's model classes this trainer drives, and the family name written into the sharpener file.
+SUPPORTED = {"SD15": "sd15", "SD20": "sd2"}
+PREDICTION = {"EPS": "eps", "V_PREDICTION": "v"}
+
+
+def import_comfy(root: Path):
+    """ComfyUI's comfy package from root, on the CPU when there is no GPU (comfy needs to be told)."""
+    sys.path.insert(0, str(root))  # ComfyUI is a folder, not an installed package
+    options = importlib.import_module("comfy.options")
+    options.enable_args_parsing(False)
+    importlib.import_module("comfy.cli_args").args.cpu = not torch.cuda.is_available()
+    return {name: importlib.import_module(name) for name in
+            ("comfy.sd", "comfy.model_management", "comfy.samplers", "folder_paths")}
+
+
+def resolve_checkpoint(name: str, folder_paths) -> Path:
+    """A path as given, or a name in ComfyUI's models/checkpoints."""
+    path = Path(name).expanduser()
+    if path.is_file():
+        return path.resolve()
+    found = folder_paths.get_full_path("checkpoints", name)
+    if found:
+        return Path(found)
+    available = folder_paths.get_filename_list("checkpoints")[:8]
+    raise SystemExit(f"--ckpt {name}: neither a file nor a name in models/checkpoints "
+                     f"(there: {', '.join(available) if available else 'nothing'})")
+
+
+def load_image(path: Path, resolution: int) -> np.ndarray | None:
+    """RGB float [resolution, resolution, 3] in 0..1, resized on the short side and centre-cropped; None if unreadable."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+            scale = resolution / min(image.size)
+            image = image.resize((max(resolution, round(image.width * scale)), max(resolution, round(image.height * scale))),
+                                 Image.Resampling.LANCZOS)
+            left, top = (image.width - resolution) // 2, (image.height - resolution) // 2
+            return np.asarray(image.crop((left, top, left + resolution, top + resolution)), np.float32) / 255
+    except (OSError, UnidentifiedImageError, ValueError) as error:
+        logging.warning("DICE: skipping %s: not a readable image (%s)", path, error)
+        return None
+
+
+def clip_skip_key(clip) -> str:
+    """The CLIP layer in use, so cached images made with another clip skip are not reused."""
+    return str(getattr(clip, "layer_idx", None))
+
+
+class ComfyBackend:
+    """DiffusionBackend over a ComfyUI model patcher, CLIP and VAE."""
+
+    def __init__(self, comfy: dict, patcher, clip, vae, examples: list[Example], cache: Path, resolution: int,
+                 guidance: float, clip_skip: int, model_key: str) -> None:
+        self.comfy, self.clip, self.vae = comfy, clip, vae
+        comfy["comfy.model_management"].load_models_gpu([patcher])
+        self.model = patcher.model
+        self.model.requires_grad_(False)
+        self.device = comfy["comfy.model_management"].get_torch_device()
+        if clip_skip > 1:
+            self.clip.clip_layer(-clip_skip)
+        self.cache, self.resolution, self.guidance, self.model_key = cache, resolution, guidance, model_key
+        self._embeddings: dict[str, torch.Tensor] = {}
+        self.embed_dim = self.null_embedding().shape[-1]
+        channels = self.model.latent_format.latent_channels
+        self.latent_shape = (channels, resolution // 8, resolution // 8)
+        self.examples, self.latents = self._prepare(examples)
+
+    def _cached(self, key: str, make) -> torch.Tensor | None:
+        path = self.cache / f"{hashlib.sha1(key.encode()).hexdigest()}.safetensors"
+        if path.exists():
+            return load_file(path)["latent"]
+        latent = make()
+        if latent is not None:
+            write_atomic(path, lambda temporary: save_file({"latent": latent.contiguous()}, temporary))
+        return latent
+
+    @torch.no_grad()
+    def _prepare(self, examples: list[Example]) -> tuple[list[Example], torch.Tensor]:
+        """Every example's latent, from the disk cache or made now: VAE-encoded images, or drawn with CFG."""
+        kept, latents = [], []
+        sigmas = self.sampling_sigmas(20)
+        progress = Progress(len(examples), "caching latents", "examples")
+        for index, example in enumerate(examples):
+            if example.image is not None:
+                status = example.image.stat() if example.image.exists() else None
+                key = f"image|{example.image}|{status and status.st_mtime_ns}|{status and status.st_size}|{self.resolution}"
+                latent = self._cached(key, lambda: self._encode_image(example.image))
+            else:
+                seed = int(hashlib.sha1(example.caption.encode()).hexdigest()[:8], 16)
+                key = f"prompt|{example.caption}|{seed}|{self.resolution}|{self.guidance}|{self.model_key}|{clip_skip_key(self.clip)}"
+                latent = self._cached(key, lambda: sample(
+                    self.predict_noise, self.encode_prompts([example.caption]), sigmas, [seed], self.latent_shape,
+                    self.null_embedding(), self.guidance)[0].cpu())
+            if latent is not None:
+                kept.append(example)
+                latents.append(latent)
+            progress.update(index + 1)
+        if not kept:
+            raise DatasetError("no usable training examples: every image failed to load (see the warnings above)")
+        return kept, torch.stack(latents)
+
+    def _encode_image(self, path: Path) -> torch.Tensor | None:
+        pixels = load_image(path, self.resolution)
+        if pixels is None:
+            return None
+        latent = self.vae.encode(torch.from_numpy(pixels)[None])
+        return self.model.process_latent_in(latent)[0].float().cpu()
+
+    def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
+        for prompt in dict.fromkeys(prompts):
+            if prompt not in self._embeddings:
+                with torch.no_grad():
+                    self._embeddings[prompt] = self.clip.encode_from_tokens(self.clip.tokenize(prompt)).float().cpu()
+        # Long prompts give 77·k tokens; tile them to a common length as ComfyUI does when batching.
+        return torch.cat(repeat_to_common_length([self._embeddings[p] for p in prompts])).to(self.device)
+
+    def null_embedding(self) -> torch.Tensor:
+        return self.encode_prompts([""])
+
+    def sample_training_latents(self, count: int, generator: torch.Generator) -> tuple[torch.Tensor, list[str]]:
+        picks = torch.randint(0, len(self.examples), (count,), generator=generator)
+        return self.latents[picks].to(self.device), [self.examples[i].caption for i in picks.tolist()]
+
+    def sample_sigmas(self, count: int, generator: torch.Generator) -> torch.Tensor:
+        sigmas = self.model.model_sampling.sigmas
+        return sigmas[torch.randint(0, len(sigmas), (count,), generator=generator)].float().to(self.device)
+
+    def sampling_sigmas(self, steps: int) -> torch.Tensor:
+        return self.comfy["comfy.samplers"].calculate_sigmas(self.model.model_sampling, "normal", steps).float().to(self.device)
+
+    def predict_noise(self, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        x, sigma = x.to(self.device), sigma.to(self.device)
+        denoised = self.model.apply_model(x, sigma, c_crossattn=context.to(self.device))
+        # apply_model returns the denoised latent for every prediction type; eps follows from x = x0 + σ·eps.
+        return (x - denoised) / sigma.view(-1, 1, 1, 1)
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> np.ndarray:
+        images = self.vae.decode(self.model.process_latent_out(latents.to(self.device)))
+        return (images.clamp(0, 1) * 255).round().byte().cpu().numpy()
+
+
+def comfy_run(args):
+    """Backend, run info, run name and sample prompts for --ckpt; SystemExit with a clear message on bad input."""
+    root = find_comfy_root(args.comfy_root, Path(__file__).resolve().parents[1])
+    if root is None:
+        raise SystemExit("no ComfyUI found: run train.py from ComfyUI/custom_nodes/<this pack>, "
+                         "or pass --comfy-root, or set COMFYUI_PATH")
+    if not args.data:
+        raise SystemExit("--data is needed with --ckpt: a folder of images with .txt captions, a metadata.jsonl, "
+                         "a COCO captions .json, or a .txt of prompts")
+    comfy = import_comfy(root)
+    checkpoint = resolve_checkpoint(args.ckpt, comfy["folder_paths"])
+    try:
+        patcher, clip, vae, _ = comfy["comfy.sd"].load_checkpoint_guess_config(str(checkpoint), output_vae=True,
+                                                                               output_clip=True)
+    except Exception as error:  # ComfyUI raises RuntimeError, ValueError or safetensors errors for unreadable files
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise SystemExit(f"--ckpt {checkpoint}: ComfyUI cannot load it ({first_line})") from None
+    kind = type(patcher.model.model_config).__name__
+    if kind not in SUPPORTED:
+        raise SystemExit(f"--ckpt {checkpoint}: a {kind} model; this trainer supports SD1.x and SD2.x checkpoints "
+                         f"({', '.join(SUPPORTED)}) so far")
+    try:
+        examples = load_examples(args.data)
+    except DatasetError as error:
+        raise SystemExit(str(error)) from None
+    if args.resolution % 8:
+        raise SystemExit(f"--resolution {args.resolution}: must be a multiple of 8")
+    from .cli import file_sha256
+
+    sha256 = file_sha256(checkpoint)
+    name = args.name or f"{checkpoint.stem}_dice"
+    cache = Path(args.runs) / name / "cache"
+    backend = ComfyBackend(comfy, patcher, clip, vae, examples, cache, args.resolution, args.guidance, args.clip_skip,
+                           sha256)
+    prediction = PREDICTION.get(getattr(patcher.model.model_type, "name", ""), "eps")
+    info = RunInfo(model_family=SUPPORTED[kind], base_checkpoint=checkpoint.name, base_checkpoint_sha256=sha256,
+                   clip_skip=args.clip_skip, prediction_type=prediction)
+    prompts = list(dict.fromkeys(e.caption for e in backend.examples))[:4]
+    return backend, info, name, prompts

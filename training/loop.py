@@ -1,0 +1,212 @@
+"""DICE training (the paper's Algorithm 1): a frozen model's CFG output teaches a sharpener to give it in one call."""
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..sharpeners import Sharpener, SharpenerConfig, TrainingInfo, save_sharpener
+from .backend import DiffusionBackend
+from .checkpoint import load_state, save_state, write_atomic
+from .distributed import Distributed
+from .png import grid, save_png
+from .progress import Progress, format_seconds
+from .testbed.sampler import sample
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run depends on; saved in every checkpoint."""
+
+    steps: int = 8000
+    batch: int = 16
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 1e-2
+    guidance: float = 5.0
+    loss: str = "l1"
+    seed: int = 0
+    save_every: int = 500
+    sample_every: int = 500
+    sample_steps: int = 20
+    sample_prompts: list[str] = field(default_factory=list)
+    eval_batch: int = 64
+    negatives: list[str] = field(default_factory=list)
+    mixed_precision: str = "auto"
+
+
+@dataclass
+class RunInfo:
+    """What goes into the sharpener's metadata besides the training config."""
+
+    model_family: str
+    base_checkpoint: str
+    base_checkpoint_sha256: str = ""
+    clip_skip: int = 1
+    prediction_type: str = "eps"
+
+
+def teacher_noise(backend: DiffusionBackend, x: torch.Tensor, sigma: torch.Tensor, c: torch.Tensor,
+                  c_ref: torch.Tensor, guidance: float) -> torch.Tensor:
+    """CFG's prediction, cond and uncond in one batched call: eps_ref + w·(eps_c − eps_ref)."""
+    eps = backend.predict_noise(torch.cat([x, x]), torch.cat([sigma, sigma]), torch.cat([c, c_ref]))
+    eps_cond, eps_ref = eps.chunk(2)
+    return eps_ref + guidance * (eps_cond - eps_ref)
+
+
+def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, kind: str) -> torch.Tensor:
+    return F.l1_loss(student.float(), teacher.float()) if kind == "l1" else F.mse_loss(student.float(), teacher.float())
+
+
+def reference_embeddings(backend: DiffusionBackend, count: int, negatives: list[str], rng: random.Random) -> torch.Tensor:
+    """The empty prompt for each sample, or random negative prompts (the paper's option for negative prompts)."""
+    if not negatives:
+        return backend.null_embedding().expand(count, -1, -1)
+    return backend.encode_prompts([rng.choice(negatives) for _ in range(count)])
+
+
+def autocast(device: torch.device, mode: str):
+    """Mixed precision on a GPU (bf16 where supported, else fp16); full precision on the CPU."""
+    if device.type != "cuda" or mode == "no":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if (mode == "bf16" or (mode == "auto" and torch.cuda.is_bf16_supported())) else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+@torch.no_grad()
+def held_out_distances(backend: DiffusionBackend, sharpener: torch.nn.Module, batch: dict, guidance: float) -> dict:
+    """Mean |eps − eps_CFG| of the unguided call and of the sharpened call on a fixed held-out batch."""
+    x, sigma, c, c_ref = batch["x"], batch["sigma"], batch["c"], batch["c_ref"]
+    teacher = teacher_noise(backend, x, sigma, c, c_ref, guidance)
+    unguided = backend.predict_noise(x, sigma, c)
+    sharpened = backend.predict_noise(x, sigma, c + sharpener(c, c_ref))
+    far, near = float((unguided - teacher).abs().mean()), float((sharpened - teacher).abs().mean())
+    return {"unguided_to_cfg": far, "sharpened_to_cfg": near, "ratio": near / far}
+
+
+@torch.no_grad()
+def time_one_forward(backend: DiffusionBackend, batch: dict) -> float:
+    """Median seconds of one plain UNet call on a training batch: the unit of the cost figures."""
+    times = []
+    for _ in range(3):
+        begun = time.perf_counter()
+        backend.predict_noise(batch["x"], batch["sigma"], batch["c"])
+        times.append(time.perf_counter() - begun)
+    return sorted(times)[1]
+
+
+def make_batch(backend: DiffusionBackend, count: int, generator: torch.Generator, negatives: list[str],
+               device: torch.device) -> dict:
+    x0, prompts = backend.sample_training_latents(count, generator)
+    rng = random.Random(int(torch.randint(0, 2 ** 31 - 1, (1,), generator=generator)))
+    c = backend.encode_prompts(prompts)
+    c_ref = reference_embeddings(backend, count, negatives, rng)
+    sigma = backend.sample_sigmas(count, generator)
+    noise = torch.randn(x0.shape, generator=generator)
+    x = x0 + sigma.view(-1, 1, 1, 1) * noise
+    return {k: v.to(device) for k, v in {"x": x, "sigma": sigma, "c": c, "c_ref": c_ref}.items()}
+
+
+@torch.no_grad()
+def sample_grid(backend: DiffusionBackend, sharpener: torch.nn.Module, prompts: list[str], steps: int,
+                guidance: float) -> np.ndarray:
+    """Rows: unguided, CFG and sharpened, same prompts and seeds."""
+    c = backend.encode_prompts(prompts)
+    null = backend.null_embedding()
+    sigmas = backend.sampling_sigmas(steps)
+    seeds = list(range(len(prompts)))
+    shape = tuple(backend.latent_shape)
+    rows = [
+        sample(backend.predict_noise, c, sigmas, seeds, shape),
+        sample(backend.predict_noise, c, sigmas, seeds, shape, null=null, cfg_scale=guidance),
+        sample(backend.predict_noise, c + sharpener(c, null.expand_as(c)), sigmas, seeds, shape),
+    ]
+    return grid(np.concatenate([backend.decode(r) for r in rows]), len(prompts), scale=3)
+
+
+def train(config: TrainConfig, backend: DiffusionBackend, info: RunInfo, run_dir: Path, out: Path,
+          resume: Path | None = None, log=print) -> dict:
+    """Train a sharpener for backend; returns the summary. Run by every process under torchrun."""
+    dist = Distributed.start()
+    torch.manual_seed(config.seed)  # the same initial sharpener in every process
+    sharpener = Sharpener(SharpenerConfig(embed_dim=backend.embed_dim)).to(dist.device)
+    optimizer = torch.optim.AdamW(sharpener.parameters(), lr=config.lr, betas=config.betas,
+                                  weight_decay=config.weight_decay)
+    generator = torch.Generator().manual_seed(config.seed + 1000 * dist.rank)
+    start = 0
+    if resume is not None:
+        state = load_state(resume)
+        sharpener.load_state_dict(state["sharpener"])
+        optimizer.load_state_dict(state["optimizer"])
+        start = state["step"]
+        if dist.world_size == 1:
+            generator.set_state(state["generator"])
+        else:
+            generator.manual_seed(config.seed + 1000 * dist.rank + start)
+        log(f"resumed from {resume} at step {start}")
+    model = dist.wrap(sharpener)
+    scaler = torch.amp.GradScaler("cuda", enabled=dist.device.type == "cuda" and config.mixed_precision in ("auto", "fp16")
+                                  and not torch.cuda.is_bf16_supported())
+    held_out = make_batch(backend, config.eval_batch, torch.Generator().manual_seed(config.seed + 999_999),
+                          config.negatives, dist.device)
+    before = held_out_distances(backend, sharpener, held_out, config.guidance)
+    if dist.is_main:
+        log(f"training a {sharpener.parameter_count():,}-parameter sharpener for {info.base_checkpoint} "
+            f"(width {backend.embed_dim}) on {dist.world_size} process(es), {config.batch} samples each, "
+            f"{config.steps} steps; held-out distance to CFG: unguided {before['unguided_to_cfg']:.4f}, "
+            f"sharpened {before['sharpened_to_cfg']:.4f}")
+    forward_seconds = time_one_forward(backend, make_batch(backend, config.batch, torch.Generator().manual_seed(1),
+                                                           config.negatives, dist.device))
+    progress = Progress(config.steps, "train", "steps", start=start) if dist.is_main else None
+    training_seconds, samples_seen = 0.0, 0
+    for step in range(start, config.steps):
+        begun = time.time()
+        batch = make_batch(backend, config.batch, generator, config.negatives, dist.device)
+        with torch.no_grad(), autocast(dist.device, config.mixed_precision):
+            teacher = teacher_noise(backend, batch["x"], batch["sigma"], batch["c"], batch["c_ref"], config.guidance)
+        with autocast(dist.device, config.mixed_precision):
+            sharpened = batch["c"] + model(batch["c"], batch["c_ref"])
+            student = backend.predict_noise(batch["x"], batch["sigma"], sharpened)
+        loss = distillation_loss(student, teacher, config.loss)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        training_seconds += time.time() - begun
+        samples_seen += config.batch
+        if dist.is_main:
+            progress.update(step + 1, loss=loss.item())
+            done = step + 1
+            if config.save_every and (done % config.save_every == 0 or done == config.steps):
+                save_state(run_dir / "checkpoint.pt", sharpener, optimizer, done, generator, asdict(config))
+            if config.sample_every and config.sample_prompts and (done % config.sample_every == 0 or done == config.steps):
+                save_png(run_dir / "samples" / f"step{done:06d}.png",
+                         sample_grid(backend, sharpener, config.sample_prompts, config.sample_steps, config.guidance))
+    seconds = training_seconds
+    after = held_out_distances(backend, sharpener, held_out, config.guidance)
+    summary = {"steps": config.steps, "resumed_at": start, "world_size": dist.world_size,
+               "samples_per_second": dist.mean(samples_seen / max(seconds, 1e-9)) * dist.world_size,
+               # One training sample's cost in units of one plain UNet call on one sample.
+               "seconds": round(seconds, 1), "held_out_before": before, "held_out_after": after,
+               "unet_call_equivalents_per_sample": round(seconds / max(config.steps - start, 1) / forward_seconds, 2),
+               "out": str(out)}
+    if dist.is_main:
+        save_sharpener(out, sharpener.cpu(), TrainingInfo(
+            model_family=info.model_family, base_checkpoint=info.base_checkpoint,
+            base_checkpoint_sha256=info.base_checkpoint_sha256, guidance_scale=config.guidance,
+            clip_skip=info.clip_skip, prediction_type=info.prediction_type,
+            trained_with_negatives=bool(config.negatives), default_alpha=1.0, training_steps=config.steps))
+        write_atomic(run_dir / "summary.json", lambda t: t.write_text(json.dumps(summary, indent=2) + "\n"))
+        log(f"done in {format_seconds(seconds)}: {summary['samples_per_second']:.1f} samples/s; held-out distance "
+            f"to CFG: unguided {after['unguided_to_cfg']:.4f}, sharpened {after['sharpened_to_cfg']:.4f} "
+            f"(ratio {after['ratio']:.3f}); wrote {out}")
+    dist.barrier()
+    dist.stop()
+    return summary
