@@ -79,3 +79,21 @@ def test_two_processes_train_through_torchrun_on_gloo(tmp_path):
     summary = json.loads((tmp_path / "runs" / "testbed" / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["steps"] == 3
     assert load_sharpener(out).info.training_steps == 3
+
+
+def test_a_full_disk_is_a_clear_error_and_the_last_checkpoint_stays_intact(tmp_path, monkeypatch):
+    import errno
+
+    from dice_pack.training import checkpoint
+
+    run(tmp_path, "--steps", "2", "--batch", "4", "--save-every", "2", "--out", str(tmp_path / "a.safetensors"))
+    saved = (tmp_path / "runs" / "testbed" / "checkpoint.pt").read_bytes()
+
+    def full_disk(state, path):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint.torch, "save", full_disk)
+    with pytest.raises(SystemExit, match="the disk is full .*--resume"):
+        run(tmp_path, "--steps", "4", "--batch", "4", "--save-every", "2", "--resume", "--out", str(tmp_path / "a.safetensors"))
+    assert (tmp_path / "runs" / "testbed" / "checkpoint.pt").read_bytes() == saved
+    assert not list((tmp_path / "runs" / "testbed").glob(".*.tmp"))

@@ -5,7 +5,6 @@ checkpoint never runs code.
 """
 from __future__ import annotations
 
-import errno
 import json
 import os
 from pathlib import Path
@@ -13,12 +12,8 @@ from pathlib import Path
 import torch
 
 
-class DiskFullError(OSError):
-    """The disk filled up while writing; the previous file is untouched."""
-
-
 def write_atomic(path: Path, write) -> None:
-    """write(temporary_path), then rename onto path; a full disk leaves the old file and a clear error."""
+    """write(temporary_path), then rename onto path; a failed write (a full disk) leaves the old file as it was."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp")
     try:
@@ -26,8 +21,7 @@ def write_atomic(path: Path, write) -> None:
         os.replace(temporary, path)
     except OSError as error:
         temporary.unlink(missing_ok=True)
-        if error.errno == errno.ENOSPC:
-            raise DiskFullError(errno.ENOSPC, f"the disk is full: could not write {path}; free space and --resume") from None
+        error.filename = error.filename or str(path)
         raise
 
 

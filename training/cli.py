@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import hashlib
 import os
 import sys
@@ -106,9 +107,16 @@ def main(argv: list[str] | None = None) -> dict:
         save_every=args.save_every if args.save_every is not None else defaults["save_every"],
         sample_every=args.sample_every if args.sample_every is not None else defaults["sample_every"],
         sample_prompts=prompts, negatives=negatives, mixed_precision=args.mixed_precision)
-    # ComfyUI may leave inference mode on; the sharpener needs gradients through the frozen UNet.
-    with torch.inference_mode(False):
-        return train(config, backend, info, run_dir, out, resume, log=lambda text: print(f"[DICE] {text}", flush=True))
+    try:
+        # ComfyUI may leave inference mode on; the sharpener needs gradients through the frozen UNet.
+        with torch.inference_mode(False):
+            return train(config, backend, info, run_dir, out, resume,
+                         log=lambda text: print(f"[DICE] {text}", flush=True))
+    except OSError as error:
+        if error.errno == errno.ENOSPC:
+            raise SystemExit(f"the disk is full ({error.filename or run_dir}); the last checkpoint in {run_dir} "
+                             "is intact: free some space and run again with --resume") from None
+        raise
 
 
 def default_output(args: argparse.Namespace, name: str) -> Path:
