@@ -76,7 +76,9 @@ def test_prompts_only_makes_its_own_training_latents(comfy):
                  "--name", "prompts", "--out", str(out))
     assert done.returncode == 0, done.stderr[-3000:]
     assert load_sharpener(out).info.training_steps == 1
-    assert len(list((folder / "runs" / "prompts" / "cache").glob("*.safetensors"))) == 2
+    cache = folder / "runs" / "prompts" / "cache"
+    assert len(list((cache / "latents").glob("*.safetensors"))) == 2
+    assert len(list((cache / "text").glob("*.safetensors"))) == 3  # the two prompts and the empty one
 
 
 @pytest.mark.parametrize(("make", "message"), [

@@ -88,14 +88,15 @@ class ComfyBackend:
         self.latent_shape = (channels, resolution // 8, resolution // 8)
         self.examples, self.latents = self._prepare(examples)
 
-    def _cached(self, key: str, make) -> torch.Tensor | None:
-        path = self.cache / f"{hashlib.sha1(key.encode()).hexdigest()}.safetensors"
+    def _cached(self, key: str, make, kind: str = "latents") -> torch.Tensor | None:
+        """make()'s tensor, kept in cache/<kind>/ under a hash of key; None (a bad file) is not kept."""
+        path = self.cache / kind / f"{hashlib.sha1(key.encode()).hexdigest()}.safetensors"
         if path.exists():
-            return load_file(path)["latent"]
-        latent = make()
-        if latent is not None:
-            write_atomic(path, lambda temporary: save_file({"latent": latent.contiguous()}, temporary))
-        return latent
+            return load_file(path)["tensor"]
+        tensor = make()
+        if tensor is not None:
+            write_atomic(path, lambda temporary: save_file({"tensor": tensor.contiguous()}, temporary))
+        return tensor
 
     @torch.no_grad()
     def _prepare(self, examples: list[Example]) -> tuple[list[Example], torch.Tensor]:
@@ -132,10 +133,14 @@ class ComfyBackend:
     def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
         for prompt in dict.fromkeys(prompts):
             if prompt not in self._embeddings:
-                with torch.no_grad():
-                    self._embeddings[prompt] = self.clip.encode_from_tokens(self.clip.tokenize(prompt)).float().cpu()
+                key = f"text|{prompt}|{self.model_key}|{clip_skip_key(self.clip)}"
+                self._embeddings[prompt] = self._cached(key, lambda: self._encode_text(prompt), kind="text")
         # Long prompts give 77·k tokens; tile them to a common length as ComfyUI does when batching.
         return torch.cat(repeat_to_common_length([self._embeddings[p] for p in prompts])).to(self.device)
+
+    @torch.no_grad()
+    def _encode_text(self, prompt: str) -> torch.Tensor:
+        return self.clip.encode_from_tokens(self.clip.tokenize(prompt)).float().cpu()
 
     def null_embedding(self) -> torch.Tensor:
         return self.encode_prompts([""])
