@@ -193,8 +193,8 @@ def train(config: TrainConfig, backend: DiffusionBackend, info: RunInfo, run_dir
     after = held_out_distances(backend, sharpener, held_out, config.guidance)
     summary = {"steps": config.steps, "resumed_at": start, "world_size": dist.world_size,
                "samples_per_second": dist.mean(samples_seen / max(seconds, 1e-9)) * dist.world_size,
-               # One training sample's cost in units of one plain UNet call on one sample.
                "seconds": round(seconds, 1), "held_out_before": before, "held_out_after": after,
+               # One training sample's cost in units of one plain UNet call on one sample.
                "unet_call_equivalents_per_sample": round(seconds / max(config.steps - start, 1) / forward_seconds, 2),
                "out": str(out)}
     if dist.is_main:
