@@ -42,6 +42,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--resolution", type=int, default=512, help="training image size for --ckpt (a multiple of 8)")
     p.add_argument("--save-every", type=int, default=None)
     p.add_argument("--sample-every", type=int, default=None)
+    p.add_argument("--eval-batch", type=int, default=64, help="held-out samples for the summary's distance to CFG")
     p.add_argument("--mixed-precision", choices=["auto", "bf16", "fp16", "no"], default="auto")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores, shared among processes)")
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> dict:
         guidance=args.guidance, loss=args.loss, seed=args.seed,
         save_every=args.save_every if args.save_every is not None else defaults["save_every"],
         sample_every=args.sample_every if args.sample_every is not None else defaults["sample_every"],
-        sample_prompts=prompts, negatives=negatives, mixed_precision=args.mixed_precision)
+        sample_prompts=prompts, eval_batch=args.eval_batch, negatives=negatives, mixed_precision=args.mixed_precision)
     try:
         # ComfyUI may leave inference mode on; the sharpener needs gradients through the frozen UNet.
         with torch.inference_mode(False):
