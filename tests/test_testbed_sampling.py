@@ -1,7 +1,7 @@
 import torch
 
 from dice_pack.training.testbed.features import frechet_distance
-from dice_pack.training.testbed.sampler import sample
+from dice_pack.training.sampler import sample
 from dice_pack.training.testbed.schedule import DiscreteSchedule
 
 SCHEDULE = DiscreteSchedule()

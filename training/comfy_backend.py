@@ -17,7 +17,7 @@ from .comfy_locate import find_comfy_root
 from .datasets import DatasetError, Example, load_examples
 from .loop import RunInfo
 from .progress import Progress
-from .testbed.sampler import sample
+from .sampler import sample
 
 # ComfyUI's model classes this trainer drives, and the family name written into the sharpener file.
 SUPPORTED = {"SD15": "sd15", "SD20": "sd2"}

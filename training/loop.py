@@ -18,7 +18,7 @@ from .checkpoint import load_state, save_state, write_atomic
 from .distributed import Distributed
 from .png import grid, save_png
 from .progress import Progress, format_seconds
-from .testbed.sampler import sample
+from .sampler import sample
 
 
 @dataclass

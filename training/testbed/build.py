@@ -164,7 +164,7 @@ def build_decoder(work: Path, images: np.ndarray, latents: torch.Tensor, scale: 
 def build_unet(work: Path, latents: torch.Tensor, embeddings: torch.Tensor, caption_index: torch.Tensor,
                config: dict) -> UNet:
     path, done = stage(work, "unet.safetensors")
-    network, ema = UNet(), UNet()
+    ema = UNet()
     if done:
         ema.load_state_dict(load_file(path))
         return ema.eval()

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from .data import caption, make_dataset, random_named_scene, realise, render
 from .features import FeatureNet
 from .models import Autoencoder, AutoencoderConfig, UNet, UNetConfig
-from .sampler import sample
+from ..sampler import sample
 from .schedule import DiscreteSchedule
 from .text_encoder import TextEncoder
 

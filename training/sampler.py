@@ -1,4 +1,4 @@
-"""Euler and DPM-Solver++(2M) on the testbed's schedule, with or without CFG, batched and seeded per sample."""
+"""Euler and DPM-Solver++(2M) over any noise-level schedule, with or without CFG, batched and seeded per sample."""
 from __future__ import annotations
 
 from typing import Callable
