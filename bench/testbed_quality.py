@@ -1,4 +1,4 @@
-"""Quality on the offline testbed: unguided, CFG, CFG at half the steps, and DICE, over held-out prompts.
+"""Quality on the offline testbed: the paper's Table 1 methods over held-out prompts, and a same-seed grid.
 
     python bench/testbed_quality.py --sharpener outputs/testbed.safetensors [--prompts 1000]
 
@@ -7,27 +7,12 @@ Prints a table and, on its last line, one JSON object with every figure.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-
-def load_pack():
-    """Import the pack as a package, as ComfyUI does."""
-    root = Path(__file__).resolve().parents[1]
-    spec = importlib.util.spec_from_file_location("dice_pack", root / "__init__.py", submodule_search_locations=[str(root)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["dice_pack"] = module
-    spec.loader.exec_module(module)
-
-
-def closure(value: float, unguided: float, cfg: float) -> float:
-    """The fraction of the unguided-to-CFG gap that value closes (1 = as good as CFG)."""
-    return (value - unguided) / (cfg - unguided) if cfg != unguided else float("nan")
+from common import Scorer, closure, load_pack
 
 
 def main() -> None:
@@ -37,39 +22,58 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--cfg", type=float, default=5.0)
     parser.add_argument("--alpha", type=float, default=1.0)
+    parser.add_argument("--scales", default="1.25,1.5,2,3", help="the grid of embedding scaling factors s (s·c)")
+    parser.add_argument("--negatives-sharpener", help="a testbed sharpener trained with --negatives, for the rows "
+                        "with a negative prompt")
+    parser.add_argument("--negative-prompt", default="a picture on a gray background",
+                        help="the negative prompt of those rows (CFG's uncond, DICE's reference)")
     parser.add_argument("--grid", default="outputs/testbed_methods.png", help="where the same-seed grid goes")
     options = parser.parse_args()
     load_pack()
     from dice_pack.sharpeners import load_sharpener, sharpen
     from dice_pack.training.png import grid, save_png
-    from dice_pack.training.testbed.evaluator import alignment
-    from dice_pack.training.testbed.features import frechet_distance, image_features
-    from dice_pack.training.testbed.model import Testbed, evaluation_prompts
+    from dice_pack.training.testbed.model import Testbed
 
     testbed = Testbed.load()
     sharpener = load_sharpener(options.sharpener).network
-    count = options.prompts
-    captions, named, real = evaluation_prompts(max(count, 5000))
-    real_features = image_features(testbed.features, real)
-    context = testbed.encode_prompts(captions[:count])
+    count, steps = options.prompts, options.steps
+    scorer = Scorer(testbed, count)
+    context = testbed.encode_prompts(scorer.captions[:count])
     null = testbed.null_embedding()
     seeds = list(range(count))
+    cfg_name = f"cfg{options.cfg:g}"
     methods = {
-        "unguided": dict(context=context, steps=options.steps, cfg_scale=1.0, calls=options.steps),
-        f"cfg{options.cfg:g}": dict(context=context, steps=options.steps, cfg_scale=options.cfg, calls=2 * options.steps),
-        f"cfg{options.cfg:g}_half_steps": dict(context=context, steps=options.steps // 2, cfg_scale=options.cfg,
-                                               calls=options.steps),
-        "dice": dict(context=sharpen(sharpener, context, null, options.alpha), steps=options.steps, cfg_scale=1.0,
-                     calls=options.steps),
+        "unguided": dict(context=context, steps=steps, cfg_scale=1.0, calls=steps),
+        cfg_name: dict(context=context, steps=steps, cfg_scale=options.cfg, calls=2 * steps),
+        f"{cfg_name}_half_steps": dict(context=context, steps=steps // 2, cfg_scale=options.cfg, calls=steps),
+        # CFG's extrapolation applied to the embedding instead of the noise: c_null + w(c − c_null) = c + (w−1)(c − c_null).
+        "fusion": dict(context=context + (options.cfg - 1) * (context - null), steps=steps, cfg_scale=1.0, calls=steps),
+        "dice": dict(context=sharpen(sharpener, context, null, options.alpha), steps=steps, cfg_scale=1.0, calls=steps),
     }
-    figures, rows = {}, [real[:12]]
+    if options.negatives_sharpener:
+        negative = testbed.encode_prompts([options.negative_prompt])
+        with_negatives = load_sharpener(options.negatives_sharpener).network
+        methods[f"{cfg_name}_negative"] = dict(context=context, steps=steps, cfg_scale=options.cfg, calls=2 * steps,
+                                               null=negative)
+        methods["dice_negatives_negative"] = dict(context=sharpen(with_negatives, context, negative, options.alpha),
+                                                  steps=steps, cfg_scale=1.0, calls=steps)
+    figures, rows = {}, [scorer.real[:12]]
     for name, method in methods.items():
         started = time.time()
-        images = testbed.generate(method["context"], seeds, steps=method["steps"], cfg_scale=method["cfg_scale"])
-        figures[name] = {"alignment": alignment(images, named[:count]),
-                         "fd": frechet_distance(image_features(testbed.features, images), real_features),
-                         "unet_calls": method["calls"], "seconds": round(time.time() - started, 1)}
+        images = testbed.generate(method["context"], seeds, steps=method["steps"], cfg_scale=method["cfg_scale"],
+                                  null=method.get("null"))
+        figures[name] = dict(scorer.score(images), unet_calls=method["calls"], seconds=round(time.time() - started, 1))
+        print(f"{name}: alignment {figures[name]['alignment']:.1f} %, FD {figures[name]['fd']:.2f}", flush=True)
         rows.append(images[:12])
+    best_scale = None
+    for factor in (float(f) for f in options.scales.split(",")):
+        images = testbed.generate(context * factor, seeds, steps=steps)
+        found = dict(scorer.score(images), unet_calls=steps, scale=factor)
+        print(f"embedding scaling s={factor:g}: alignment {found['alignment']:.1f} %, FD {found['fd']:.2f}", flush=True)
+        if best_scale is None or found["alignment"] > best_scale[0]["alignment"]:
+            best_scale = (found, images)
+    figures["scaling_best"], scaled_images = best_scale
+    rows.append(scaled_images[:12])
     cfg = figures[f"cfg{options.cfg:g}"]
     unguided = figures["unguided"]
     for name in figures:
@@ -77,12 +81,13 @@ def main() -> None:
         figures[name]["closure_fd"] = closure(figures[name]["fd"], unguided["fd"], cfg["fd"])
     figures["dice"]["alpha"] = options.alpha
     save_png(options.grid, grid(torch.cat([torch.from_numpy(r) for r in rows]).numpy(), 12, scale=3))
-    print(f"{count} held-out prompts, {options.steps}-step DPM-Solver++(2M), seeds 0..{count - 1}; grid: {options.grid}")
+    print(f"{count} held-out prompts, {steps}-step DPM-Solver++(2M), seeds 0..{count - 1}; grid: {options.grid}, rows: "
+          "real, " + ", ".join(figures))
     print(f"{'method':<22}{'UNet calls':>11}{'alignment %':>13}{'FD':>9}{'gap closed (align/FD)':>24}")
     for name, f in figures.items():
         print(f"{name:<22}{f['unet_calls']:>11}{f['alignment']:>13.1f}{f['fd']:>9.2f}"
               f"{f['closure_alignment']:>12.0%}{f['closure_fd']:>12.0%}")
-    print(json.dumps({"prompts": count, "steps": options.steps, "methods": figures,
+    print(json.dumps({"prompts": count, "steps": steps, "methods": figures,
                       "closure_alignment": figures["dice"]["closure_alignment"],
                       "closure_fd": figures["dice"]["closure_fd"]}))
 

@@ -142,10 +142,13 @@ def _require_keys(values: dict[str, str], keys: list[str], path: str) -> None:
 
 
 def _parse_config(values: dict[str, str], path: str) -> SharpenerConfig:
-    _require_keys(values, [f.name for f in fields(SharpenerConfig)], path)
-    sizes = {f.name: _parse_int(values, f.name, path, minimum=1) for f in fields(SharpenerConfig)}
+    sizes = ["embed_dim", "hidden_dim", "num_heads"]
+    _require_keys(values, sizes, path)
+    parsed = {name: _parse_int(values, name, path, minimum=1) for name in sizes}
+    # Files written before the key existed hold the paper's network.
+    parsed["attention_context"] = values.get("attention_context", "reference")
     try:
-        return SharpenerConfig(**sizes)
+        return SharpenerConfig(**parsed)
     except ValueError as error:
         raise SharpenerFileError(f"{path}: metadata describes an impossible network: {error}") from None
 

@@ -9,15 +9,24 @@ from einops import rearrange
 from torch import nn
 
 
+# What the attention's keys and values come from: the paper's network sees only the reference (the empty or
+# negative prompt); the second also sees the prompt's own tokens, with the same parameters.
+ATTENTION_CONTEXTS = ("reference", "prompt+reference")
+
+
 @dataclass(frozen=True)
 class SharpenerConfig:
-    """The shape of a sharpener; the paper's is width 768, hidden 512, 8 heads."""
+    """The shape of a sharpener; the paper's is width 768, hidden 512, 8 heads, attending to the reference."""
 
     embed_dim: int = 768
     hidden_dim: int = 512
     num_heads: int = 8
+    attention_context: str = "reference"
 
     def __post_init__(self) -> None:
+        if self.attention_context not in ATTENTION_CONTEXTS:
+            raise ValueError(f"SharpenerConfig.attention_context must be one of {', '.join(ATTENTION_CONTEXTS)}, "
+                             f"got {self.attention_context!r}")
         for name in ("embed_dim", "hidden_dim", "num_heads"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
@@ -61,6 +70,10 @@ class Sharpener(nn.Module):
     def forward(self, c: torch.Tensor, c_ref: torch.Tensor) -> torch.Tensor:
         """The residual r(c, c_ref), shaped like c; c and c_ref must share batch size and width."""
         query = F.relu(self.fc1(c))
+        if self.config.attention_context == "prompt+reference":
+            # An empty prompt's tokens can be all alike (then attending to them alone gives one vector for every
+            # token); the prompt's own tokens let each token gather what the others say.
+            c_ref = torch.cat([c, c_ref], dim=1)
         # The same projection embeds both inputs, as in the reference implementation.
         context = F.relu(self.fc1(c_ref))
         return self.fc2(F.relu(self.attention(query, context)))

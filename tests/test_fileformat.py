@@ -47,6 +47,21 @@ def test_round_trip_for_an_sdxl_width_sharpener(tmp_path):
     assert load_sharpener(path).network.config.embed_dim == 2048
 
 
+def test_attention_over_the_prompt_survives_the_round_trip(tmp_path):
+    network = Sharpener(SharpenerConfig(attention_context="prompt+reference"))
+    path = tmp_path / "prompt.safetensors"
+    save_sharpener(path, network, INFO)
+    assert read_metadata(path)["attention_context"] == "prompt+reference"
+    assert load_sharpener(path).network.config.attention_context == "prompt+reference"
+
+
+def test_a_file_from_before_attention_context_loads_as_the_papers_network(saved, tmp_path):
+    metadata = read_metadata(saved)
+    del metadata["attention_context"]
+    loaded = load_sharpener(rewrite(saved, tmp_path / "older.safetensors", metadata=metadata))
+    assert loaded.network.config.attention_context == "reference"
+
+
 def test_metadata_says_what_the_network_is_and_what_it_was_trained_for(saved):
     values = read_metadata(saved)
     assert values["format"] == "dice-sharpener" and values["format_version"] == "1"
@@ -152,6 +167,7 @@ def test_missing_and_unexpected_tensors_are_named(saved, tmp_path):
     ("trained_with_negatives", "maybe", "'trained_with_negatives' should be true or false"),
     ("prediction_type", "sample", "'prediction_type' should be one of"),
     ("default_alpha", "strong", "'default_alpha' should be a number"),
+    ("attention_context", "everything", "impossible network.*attention_context must be one of"),
 ])
 def test_bad_metadata_values_are_refused_naming_the_key(saved, tmp_path, key, value, message):
     metadata = dict(read_metadata(saved), **{key: value})

@@ -20,12 +20,12 @@ def run(tmp_path, *args):
 
 
 def test_a_short_run_brings_the_sharpened_call_closer_to_cfg_than_the_unguided_call(tmp_path):
-    summary = run(tmp_path, "--steps", "60", "--batch", "32", "--lr", "1e-3", "--out", str(tmp_path / "s.safetensors"))
+    summary = run(tmp_path, "--steps", "150", "--batch", "32", "--out", str(tmp_path / "s.safetensors"))
     before, after = summary["held_out_before"], summary["held_out_after"]
-    # At initialisation the sharpened call is no closer to CFG than the unguided one (ratio ≥ 1); on this
-    # testbed 60 steps reach about 0.99 (see the README for what longer runs reach).
+    # At initialisation the sharpened call is no closer to CFG than the unguided one (ratio ≥ 1); 150 steps
+    # reached 0.904 here, and the paper's reference-only attention plateaus at 0.98 on this testbed.
     assert before["ratio"] >= 0.999, before
-    assert after["ratio"] < 0.995, after
+    assert after["ratio"] < 0.93, after
 
 
 def test_the_written_file_loads_in_the_nodes_loader_with_its_training_metadata(tmp_path):
@@ -33,6 +33,7 @@ def test_the_written_file_loads_in_the_nodes_loader_with_its_training_metadata(t
     run(tmp_path, "--steps", "2", "--batch", "4", "--guidance", "7.5", "--out", str(out))
     loaded = load_sharpener(out)
     assert loaded.network.config.embed_dim == 384
+    assert loaded.network.config.attention_context == "prompt+reference"
     assert loaded.info.guidance_scale == 7.5 and loaded.info.training_steps == 2
     assert loaded.info.model_family == "testbed-minilm" and len(loaded.info.base_checkpoint_sha256) == 64
 
@@ -47,6 +48,13 @@ def test_resume_continues_exactly_as_an_uninterrupted_run(tmp_path):
     assert summary["resumed_at"] == 2
     a, b = load_file(straight), load_file(paused)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_with_another_attention_is_refused_before_any_step(tmp_path):
+    run(tmp_path, "--steps", "2", "--batch", "4", "--name", "mixed", "--out", str(tmp_path / "m.safetensors"))
+    with pytest.raises(SystemExit, match="attention over 'prompt\\+reference'.*--attention prompt\\+reference"):
+        run(tmp_path, "--steps", "4", "--batch", "4", "--name", "mixed", "--attention", "reference", "--resume",
+            "--out", str(tmp_path / "m.safetensors"))
 
 
 def test_resume_without_a_checkpoint_says_where_it_looked(tmp_path):

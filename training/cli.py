@@ -34,7 +34,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--resume", nargs="?", const="auto", help="continue a run exactly (default: its last checkpoint)")
     p.add_argument("--steps", type=int, default=None, help="optimizer steps (default 8000; testbed 400)")
     p.add_argument("--batch", type=int, default=None, help="samples per step and process (default 16; testbed 32)")
-    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--lr", type=float, default=None, help="AdamW learning rate (default 2e-4, the paper's; testbed 1e-3)")
     p.add_argument("--guidance", type=float, default=5.0, help="the CFG scale the sharpener learns to imitate")
     p.add_argument("--loss", choices=["l1", "l2"], default="l1")
     p.add_argument("--negatives", help="a text file of negative prompts, one a line, used in place of the empty prompt")
@@ -43,6 +43,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--save-every", type=int, default=None)
     p.add_argument("--sample-every", type=int, default=None)
     p.add_argument("--eval-batch", type=int, default=64, help="held-out samples for the summary's distance to CFG")
+    p.add_argument("--attention", choices=["prompt+reference", "reference"], default="prompt+reference",
+                   help="what the sharpener's attention reads: the prompt's tokens and the reference's, or, as in the "
+                        "paper, the reference's alone (collapses to one offset when the empty prompt's tokens are alike)")
     p.add_argument("--mixed-precision", choices=["auto", "bf16", "fp16", "no"], default="auto")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores, shared among processes)")
@@ -87,12 +90,12 @@ def main(argv: list[str] | None = None) -> dict:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))  # before ComfyUI picks its device
     if args.testbed:
         backend, info, name, prompts = testbed_run(args)
-        defaults = {"steps": 400, "batch": 32, "save_every": 100, "sample_every": 200}
+        defaults = {"steps": 400, "batch": 32, "lr": 1e-3, "save_every": 100, "sample_every": 200}
     else:
         from .comfy_backend import comfy_run
 
         backend, info, name, prompts = comfy_run(args)
-        defaults = {"steps": 8000, "batch": 16, "save_every": 500, "sample_every": 500}
+        defaults = {"steps": 8000, "batch": 16, "lr": 2e-4, "save_every": 500, "sample_every": 500}
     name = args.name or name
     run_dir = Path(args.runs) / name
     out = Path(args.out) if args.out else default_output(args, name)
@@ -103,11 +106,13 @@ def main(argv: list[str] | None = None) -> dict:
             raise SystemExit(f"--resume: no checkpoint at {resume}")
     negatives = read_prompt_lines(args.negatives, "--negatives") if args.negatives else []
     config = TrainConfig(
-        steps=args.steps or defaults["steps"], batch=args.batch or defaults["batch"], lr=args.lr,
+        steps=args.steps or defaults["steps"], batch=args.batch or defaults["batch"],
+        lr=args.lr or defaults["lr"],
         guidance=args.guidance, loss=args.loss, seed=args.seed,
         save_every=args.save_every if args.save_every is not None else defaults["save_every"],
         sample_every=args.sample_every if args.sample_every is not None else defaults["sample_every"],
-        sample_prompts=prompts, eval_batch=args.eval_batch, negatives=negatives, mixed_precision=args.mixed_precision)
+        sample_prompts=prompts, eval_batch=args.eval_batch, negatives=negatives, mixed_precision=args.mixed_precision,
+        attention_context=args.attention)
     try:
         # ComfyUI may leave inference mode on; the sharpener needs gradients through the frozen UNet.
         with torch.inference_mode(False):

@@ -40,6 +40,7 @@ class TrainConfig:
     eval_batch: int = 64
     negatives: list[str] = field(default_factory=list)
     mixed_precision: str = "auto"
+    attention_context: str = "prompt+reference"
 
 
 @dataclass
@@ -136,13 +137,17 @@ def train(config: TrainConfig, backend: DiffusionBackend, info: RunInfo, run_dir
     """Train a sharpener for backend; returns the summary. Run by every process under torchrun."""
     dist = Distributed.start()
     torch.manual_seed(config.seed)  # the same initial sharpener in every process
-    sharpener = Sharpener(SharpenerConfig(embed_dim=backend.embed_dim)).to(dist.device)
+    sharpener = Sharpener(SharpenerConfig(embed_dim=backend.embed_dim, attention_context=config.attention_context)).to(dist.device)
     optimizer = torch.optim.AdamW(sharpener.parameters(), lr=config.lr, betas=config.betas,
                                   weight_decay=config.weight_decay)
     generator = torch.Generator().manual_seed(config.seed + 1000 * dist.rank)
     start = 0
     if resume is not None:
         state = load_state(resume)
+        saved = state["config"].get("attention_context", "reference")
+        if saved != config.attention_context:
+            raise SystemExit(f"--resume: {resume} trains a sharpener with attention over '{saved}', this run asks "
+                             f"for '{config.attention_context}'; pass --attention {saved}")
         sharpener.load_state_dict(state["sharpener"])
         optimizer.load_state_dict(state["optimizer"])
         start = state["step"]

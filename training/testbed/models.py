@@ -75,10 +75,12 @@ class Autoencoder(nn.Module):
 class Transformer(nn.Module):
     """SD's spatial transformer: self-attention, cross-attention over the prompt tokens, feed-forward."""
 
-    def __init__(self, channels: int, context_dim: int, heads: int) -> None:
+    def __init__(self, channels: int, context_dim: int, heads: int, tokens: int) -> None:
         super().__init__()
         self.heads = heads
         self.norm_in, self.proj_in = norm(channels), nn.Conv2d(channels, channels, 1)
+        # Where each latent pixel sits: without it nothing but the convs' zero padding tells "left" from "right".
+        self.position = nn.Parameter(torch.randn(1, tokens, channels) * 0.02)
         self.norm1, self.norm2, self.norm3 = nn.LayerNorm(channels), nn.LayerNorm(channels), nn.LayerNorm(channels)
         self.self_qkv = nn.Linear(channels, 3 * channels, bias=False)
         self.self_out = nn.Linear(channels, channels)
@@ -94,7 +96,7 @@ class Transformer(nn.Module):
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         b, c, height, width = x.shape
-        h = rearrange(self.proj_in(self.norm_in(x)), "b c y x -> b (y x) c")
+        h = rearrange(self.proj_in(self.norm_in(x)), "b c y x -> b (y x) c") + self.position
         h = h + self.self_out(self.attend(*self.self_qkv(self.norm1(h)).chunk(3, dim=-1)))
         h = h + self.cross_out(self.attend(self.cross_q(self.norm2(h)), *self.cross_kv(context).chunk(2, dim=-1)))
         h = h + self.ff(self.norm3(h))
@@ -107,6 +109,7 @@ class UNetConfig:
     context_dim: int = 384
     context_inner: int = 128
     latent_channels: int = 4
+    latent_size: int = 8
     heads: int = 4
 
     def to_dict(self) -> dict:
@@ -128,6 +131,7 @@ class UNet(nn.Module):
         super().__init__()
         self.config = config
         c, time_dim = config.channels, 4 * config.channels[0]
+        tokens = lambda level: (config.latent_size // 2 ** level) ** 2  # noqa: E731
         self.time_mlp = nn.Sequential(nn.Linear(c[0], time_dim), nn.SiLU(), nn.Linear(time_dim, time_dim))
         self.conv_in = nn.Conv2d(config.latent_channels, c[0], 3, padding=1)
         # One projection of the 77 prompt tokens shared by every block keeps cross-attention cheap on a CPU.
@@ -135,15 +139,15 @@ class UNet(nn.Module):
         self.down_res, self.down_attn, self.downsample = nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
         for i, channels in enumerate(c):
             self.down_res.append(ResBlock(c[max(i - 1, 0)], channels, time_dim))
-            self.down_attn.append(Transformer(channels, config.context_inner, config.heads))
+            self.down_attn.append(Transformer(channels, config.context_inner, config.heads, tokens(i)))
             self.downsample.append(nn.Conv2d(channels, channels, 3, stride=2, padding=1) if i < len(c) - 1 else nn.Identity())
         self.mid_res1 = ResBlock(c[-1], c[-1], time_dim)
-        self.mid_attn = Transformer(c[-1], config.context_inner, config.heads)
+        self.mid_attn = Transformer(c[-1], config.context_inner, config.heads, tokens(len(c) - 1))
         self.mid_res2 = ResBlock(c[-1], c[-1], time_dim)
         self.up_res, self.up_attn, self.upsample = nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
         for i in reversed(range(len(c))):
             self.up_res.append(ResBlock(2 * c[i] if i == len(c) - 1 else c[i + 1] + c[i], c[i], time_dim))
-            self.up_attn.append(Transformer(c[i], config.context_inner, config.heads))
+            self.up_attn.append(Transformer(c[i], config.context_inner, config.heads, tokens(i)))
             self.upsample.append(nn.Upsample(scale_factor=2) if i > 0 else nn.Identity())
         self.out = nn.Sequential(norm(c[0]), nn.SiLU(), nn.Conv2d(c[0], config.latent_channels, 3, padding=1))
 

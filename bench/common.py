@@ -1,0 +1,39 @@
+"""What the testbed benchmarks share: importing the pack, scoring images, the gap-closure figure."""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+
+def load_pack():
+    """Import the pack as a package, as ComfyUI does."""
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("dice_pack", root / "__init__.py", submodule_search_locations=[str(root)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["dice_pack"] = module
+    spec.loader.exec_module(module)
+
+
+def closure(value: float, unguided: float, cfg: float) -> float:
+    """The fraction of the unguided-to-CFG gap that value closes (1 = as good as CFG)."""
+    return (value - unguided) / (cfg - unguided) if cfg != unguided else float("nan")
+
+
+class Scorer:
+    """Alignment and Fréchet distance of generated images for the first `count` held-out prompts."""
+
+    def __init__(self, testbed, count: int) -> None:
+        from dice_pack.training.testbed.features import image_features
+        from dice_pack.training.testbed.model import evaluation_prompts
+
+        self.testbed, self.count = testbed, count
+        self.captions, self.named, self.real = evaluation_prompts(max(count, 5000))
+        self.real_features = image_features(testbed.features, self.real)
+
+    def score(self, images) -> dict:
+        from dice_pack.training.testbed.evaluator import alignment
+        from dice_pack.training.testbed.features import frechet_distance, image_features
+
+        return {"alignment": alignment(images, self.named[:self.count]),
+                "fd": frechet_distance(image_features(self.testbed.features, images), self.real_features)}

@@ -1,0 +1,108 @@
+"""The α sweep against the guidance-scale sweep (the paper's Figure 6), and where sharpening acts: padding or words.
+
+    python bench/testbed_sweeps.py --sharpener outputs/testbed.safetensors [--prompts 1000]
+
+For each α (DICE, one UNet call a step) and each CFG scale w (two calls), alignment and Fréchet distance on the
+held-out prompts; a plot of both curves (outputs/alpha_vs_guidance.svg). Then the cosine similarity between c and
+the sharpened c on the prompt's word tokens and on its padding tokens, and the ablation that sharpens only one
+of the two parts. Prints the figures and, on its last line, one JSON object holding them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from common import Scorer, load_pack
+
+COLOURS = {"dice": "#d62728", "cfg": "#1f77b4"}
+
+
+def svg_plot(curves: dict[str, list[tuple[float, float, str]]], path: Path) -> None:
+    """FD (x) against alignment (y), one labelled polyline per sweep; plain SVG, no plotting library."""
+    width, height, margin = 640, 420, 60
+    points = [p for curve in curves.values() for p in curve]
+    x_lo, x_hi = min(p[0] for p in points), max(p[0] for p in points)
+    y_lo, y_hi = min(p[1] for p in points), max(p[1] for p in points)
+    sx = lambda x: margin + (x - x_lo) / max(x_hi - x_lo, 1e-9) * (width - 2 * margin)  # noqa: E731
+    sy = lambda y: height - margin - (y - y_lo) / max(y_hi - y_lo, 1e-9) * (height - 2 * margin)  # noqa: E731
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
+             f'font-size="12"><rect width="100%" height="100%" fill="white"/>',
+             f'<line x1="{margin}" y1="{height - margin}" x2="{width - margin}" y2="{height - margin}" stroke="black"/>',
+             f'<line x1="{margin}" y1="{margin}" x2="{margin}" y2="{height - margin}" stroke="black"/>',
+             f'<text x="{width / 2}" y="{height - 15}" text-anchor="middle">Fréchet distance (lower is better)</text>',
+             f'<text x="15" y="{height / 2}" transform="rotate(-90 15 {height / 2})" text-anchor="middle">'
+             f'alignment % (higher is better)</text>',
+             f'<text x="{margin}" y="{height - margin + 15}">{x_lo:.0f}</text>',
+             f'<text x="{width - margin}" y="{height - margin + 15}" text-anchor="end">{x_hi:.0f}</text>',
+             f'<text x="{margin - 5}" y="{height - margin}" text-anchor="end">{y_lo:.0f}</text>',
+             f'<text x="{margin - 5}" y="{margin + 4}" text-anchor="end">{y_hi:.0f}</text>']
+    for row, (name, curve) in enumerate(curves.items()):
+        colour = COLOURS[name.split()[0]]
+        coordinates = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y, _ in curve)
+        parts.append(f'<polyline points="{coordinates}" fill="none" stroke="{colour}" stroke-width="2"/>')
+        for x, y, label in curve:
+            parts.append(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3" fill="{colour}"/>'
+                         f'<text x="{sx(x) + 5:.1f}" y="{sy(y) - 5:.1f}" fill="{colour}">{label}</text>')
+        parts.append(f'<text x="{width - margin}" y="{margin + 16 * row}" text-anchor="end" fill="{colour}">{name}</text>')
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(parts + ["</svg>"]) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sharpener", required=True, help="a sharpener trained on the testbed")
+    parser.add_argument("--prompts", type=int, default=1000)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--alphas", default="0,0.25,0.5,0.75,1,1.25,1.5")
+    parser.add_argument("--scales", default="1,1.5,2,3,5,7")
+    parser.add_argument("--plot", default="outputs/alpha_vs_guidance.svg")
+    options = parser.parse_args()
+    load_pack()
+    from dice_pack.sharpeners import load_sharpener, sharpen
+    from dice_pack.training.testbed.model import Testbed
+    from dice_pack.training.testbed.text_encoder import first_padding_index
+
+    testbed = Testbed.load()
+    sharpener = load_sharpener(options.sharpener).network
+    count, steps = options.prompts, options.steps
+    scorer = Scorer(testbed, count)
+    prompts = scorer.captions[:count]
+    context, null, seeds = testbed.encode_prompts(prompts), testbed.null_embedding(), list(range(count))
+    figures = {"alpha_sweep": [], "guidance_sweep": []}
+    for alpha in (float(a) for a in options.alphas.split(",")):
+        found = dict(scorer.score(testbed.generate(sharpen(sharpener, context, null, alpha), seeds, steps=steps)), alpha=alpha)
+        figures["alpha_sweep"].append(found)
+        print(f"DICE α={alpha:g}: alignment {found['alignment']:.1f} %, FD {found['fd']:.2f}", flush=True)
+    for scale in (float(w) for w in options.scales.split(",")):
+        found = dict(scorer.score(testbed.generate(context, seeds, steps=steps, cfg_scale=scale)), cfg=scale)
+        figures["guidance_sweep"].append(found)
+        print(f"CFG w={scale:g}: alignment {found['alignment']:.1f} %, FD {found['fd']:.2f}", flush=True)
+    svg_plot({"dice (α, 1 call/step)": [(f["fd"], f["alignment"], f"α {f['alpha']:g}") for f in figures["alpha_sweep"]],
+              "cfg (w, 2 calls/step)": [(f["fd"], f["alignment"], f"w {f['cfg']:g}") for f in figures["guidance_sweep"]]},
+             Path(options.plot))
+
+    # Which tokens does sharpening move? Words: [CLS] through the first [SEP]; padding: the [SEP]s after it.
+    sharpened = sharpen(sharpener, context, null, 1.0)
+    words = torch.zeros(context.shape[:2], dtype=torch.bool)
+    for row, prompt in enumerate(prompts):
+        words[row, :first_padding_index(testbed.text.tokenizer, prompt)] = True
+    cosine = torch.nn.functional.cosine_similarity(context, sharpened, dim=-1)
+    change = (sharpened - context).norm(dim=-1) / context.norm(dim=-1)
+    figures["cosine_words"], figures["cosine_padding"] = float(cosine[words].mean()), float(cosine[~words].mean())
+    figures["relative_change_words"], figures["relative_change_padding"] = float(change[words].mean()), float(change[~words].mean())
+    print(f"cos(c, sharpened c): word tokens {figures['cosine_words']:.3f}, padding tokens {figures['cosine_padding']:.3f}; "
+          f"|Δ|/|c|: words {figures['relative_change_words']:.3f}, padding {figures['relative_change_padding']:.3f}")
+    for part, mask in (("words_only", words), ("padding_only", ~words)):
+        ablated = torch.where(mask[..., None], sharpened, context)
+        found = scorer.score(testbed.generate(ablated, seeds, steps=steps))
+        figures[f"sharpen_{part}"] = found
+        print(f"sharpen {part.replace('_', ' ')}: alignment {found['alignment']:.1f} %, FD {found['fd']:.2f}", flush=True)
+    print(f"plot: {options.plot}")
+    print(json.dumps(dict(figures, prompts=count, steps=steps)))
+
+
+if __name__ == "__main__":
+    main()
