@@ -38,6 +38,10 @@ def widget_value(workflow: dict, node_type: str) -> str:
 def prepare_base(base: Path, comfy_root: Path, workflow: dict) -> None:
     """custom_nodes with the pack, and the checkpoint and sharpener files the workflow asks for."""
     (base / "custom_nodes").mkdir(parents=True)
+    # A returning user's settings: no first-visit template gallery over the canvas.
+    settings = base / "user" / "default" / "comfy.settings.json"
+    settings.parent.mkdir(parents=True)
+    settings.write_text(json.dumps({"Comfy.TutorialCompleted": True}))
     (base / "custom_nodes" / "ComfyUI-DICE").symlink_to(PACK_ROOT, target_is_directory=True)
     checkpoint = base / "models" / "checkpoints" / widget_value(workflow, "CheckpointLoaderSimple")
     subprocess.run([sys.executable, str(PACK_ROOT / "tools" / "make_random_sd15.py"), "--comfy-root", str(comfy_root),
@@ -58,7 +62,7 @@ def prepare_base(base: Path, comfy_root: Path, workflow: dict) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--comfy-root", default=os.environ.get("COMFYUI_PATH"), help="ComfyUI folder (default: $COMFYUI_PATH)")
-    parser.add_argument("--workflow", default=str(PACK_ROOT / "example_workflows" / "dice_sd15_text_to_image.json"))
+    parser.add_argument("--workflow", default=str(PACK_ROOT / "example_workflows" / "dice_sd15_negative_prompt.json"))
     parser.add_argument("--out", default=str(PACK_ROOT / "docs" / "comfyui_dice_workflow.png"))
     parser.add_argument("--chromium", default=shutil.which("chromium") or "/usr/bin/chromium")
     options = parser.parse_args()

@@ -14,10 +14,11 @@ try {
   const page = await browser.newPage({ viewport: { width: 1600, height: 900 } });
   await page.goto(url, { waitUntil: "networkidle" });
   await page.waitForFunction(() => window.app && window.app.graph, null, { timeout: 120000 });
+  await page.keyboard.press("Escape"); // closes any dialog a first visit opens
   await page.evaluate(async (graph) => {
     await window.app.loadGraphData(graph);
     // Frame every node, so the picture shows the whole workflow whatever the window size.
-    window.app.canvas.ds.scale = 0.85;
+    window.app.canvas.ds.scale = 0.75;
     const nodes = window.app.graph._nodes;
     const left = Math.min(...nodes.map((n) => n.pos[0])), top = Math.min(...nodes.map((n) => n.pos[1]));
     window.app.canvas.ds.offset = [40 - left, 60 - top];

@@ -282,7 +282,7 @@ def write_model_card(out: Path, figures: dict, networks: dict[str, torch.nn.Modu
         "# The DICE offline testbed", "",
         "A small latent text-to-image diffusion model with SD1.5's structure, trained here on the CPU, so that the",
         "DICE method can be measured without Stable Diffusion weights. Rebuild it from scratch with",
-        "`python -m training.testbed.build` (stages are cached in `runs/testbed`).", "",
+        "`python -m training.testbed.build` (stages are cached in `runs/testbed_build`).", "",
         "## What it is", "",
         f"- **Data**: {config['train_images']:,} seeded 32×32 images of one or two coloured shapes (6 colours, circle/square/",
         f"  triangle, 2 sizes, 5 positions, 4 relations, 3 backgrounds) with {figures['unique_captions']:,} captions from",
@@ -331,7 +331,7 @@ def write_model_card(out: Path, figures: dict, networks: dict[str, torch.nn.Modu
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Train the offline testbed from scratch.")
-    parser.add_argument("--work", default="runs/testbed", help="stage outputs, reused when present")
+    parser.add_argument("--work", default="runs/testbed_build", help="stage outputs, reused when present")
     parser.add_argument("--out", default=str(WEIGHTS), help="where the fp16 weights and model card go")
     parser.add_argument("--quick", action="store_true", help="a tiny run to check the pipeline (minutes)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
