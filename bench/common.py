@@ -1,18 +1,16 @@
 """What the testbed benchmarks share: importing the pack, scoring images, the gap-closure figure."""
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
 
 def load_pack():
-    """Import the pack as a package, as ComfyUI does."""
-    root = Path(__file__).resolve().parents[1]
-    spec = importlib.util.spec_from_file_location("dice_pack", root / "__init__.py", submodule_search_locations=[str(root)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["dice_pack"] = module
-    spec.loader.exec_module(module)
+    """Import the pack as a package, as ComfyUI does, with the trainer's own loader."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
+    from train import load_pack as load_as_package
+
+    load_as_package()
 
 
 def closure(value: float, unguided: float, cfg: float) -> float:
