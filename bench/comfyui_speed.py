@@ -21,11 +21,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import load_pack
+
 PACK_ROOT = Path(__file__).resolve().parents[1]
 
 
-def load_module(name: str, path: Path, package: bool = False):
-    spec = importlib.util.spec_from_file_location(name, path, submodule_search_locations=[str(path.parent)] if package else None)
+def load_module(name: str, path: Path):
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
@@ -59,7 +61,8 @@ def main() -> None:
         ckpt = str(work / "random_sd15_full.safetensors")
         print("building a random-weight SD1.5-layout checkpoint (4 levels, 2 blocks) ...", flush=True)
         fixture.build(ckpt, levels=4, blocks=2)
-    pack = load_module("dice_pack", PACK_ROOT / "__init__.py", package=True)
+    load_pack()
+    from dice_pack import NODE_CLASS_MAPPINGS as mapping
     from dice_pack.sharpeners import Sharpener, SharpenerConfig, TrainingInfo, save_sharpener
 
     folder_paths.add_model_folder_path("sharpeners", str(work))
@@ -69,7 +72,6 @@ def main() -> None:
     else:
         torch.manual_seed(0)
         save_sharpener(work / name, Sharpener(SharpenerConfig(embed_dim=768)), TrainingInfo(base_checkpoint="random"))
-    mapping = pack.NODE_CLASS_MAPPINGS
     model, clip, _vae = sd.load_checkpoint_guess_config(ckpt, output_vae=True, output_clip=True,
                                                         embedding_directory=folder_paths.get_folder_paths("embeddings"))[:3]
     encode = nodes.CLIPTextEncode().encode

@@ -35,3 +35,27 @@ class Scorer:
 
         return {"alignment": alignment(images, self.named[:self.count]),
                 "fd": frechet_distance(image_features(self.testbed.features, images), self.real_features)}
+
+
+def add_testbed_arguments(parser) -> None:
+    """The options every testbed bench takes."""
+    parser.add_argument("--sharpener", required=True, help="a sharpener trained on the testbed")
+    parser.add_argument("--prompts", type=int, default=1000, help="held-out prompts (seeds 0…N-1)")
+    parser.add_argument("--steps", type=int, default=20, help="DPM-Solver++(2M) steps")
+
+
+class TestbedBench:
+    """The testbed, a sharpener, the scorer and the held-out prompts' embeddings, as the options ask."""
+
+    def __init__(self, options) -> None:
+        load_pack()
+        from dice_pack.sharpeners import load_sharpener
+        from dice_pack.training.testbed.model import Testbed
+
+        self.testbed = Testbed.load()
+        self.sharpener = load_sharpener(options.sharpener).network
+        self.count, self.steps = options.prompts, options.steps
+        self.scorer = Scorer(self.testbed, self.count)
+        self.prompts = self.scorer.captions[:self.count]
+        self.context, self.null = self.testbed.encode_prompts(self.prompts), self.testbed.null_embedding()
+        self.seeds = list(range(self.count))

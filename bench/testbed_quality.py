@@ -12,14 +12,12 @@ import time
 
 import torch
 
-from common import Scorer, closure, load_pack
+from common import TestbedBench, add_testbed_arguments, closure
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sharpener", required=True, help="a sharpener trained on the testbed")
-    parser.add_argument("--prompts", type=int, default=1000)
-    parser.add_argument("--steps", type=int, default=20)
+    add_testbed_arguments(parser)
     parser.add_argument("--cfg", type=float, default=5.0)
     parser.add_argument("--alpha", type=float, default=1.0)
     parser.add_argument("--scales", default="1.25,1.5,2,3", help="the grid of embedding scaling factors s (s·c)")
@@ -29,18 +27,12 @@ def main() -> None:
                         help="the negative prompt of those rows (CFG's uncond, DICE's reference)")
     parser.add_argument("--grid", default="outputs/testbed_methods.png", help="where the same-seed grid goes")
     options = parser.parse_args()
-    load_pack()
+    bench = TestbedBench(options)
     from dice_pack.sharpeners import load_sharpener, sharpen
     from dice_pack.training.png import grid, save_png
-    from dice_pack.training.testbed.model import Testbed
 
-    testbed = Testbed.load()
-    sharpener = load_sharpener(options.sharpener).network
-    count, steps = options.prompts, options.steps
-    scorer = Scorer(testbed, count)
-    context = testbed.encode_prompts(scorer.captions[:count])
-    null = testbed.null_embedding()
-    seeds = list(range(count))
+    testbed, sharpener, scorer = bench.testbed, bench.sharpener, bench.scorer
+    count, steps, context, null, seeds = bench.count, bench.steps, bench.context, bench.null, bench.seeds
     cfg_name = f"cfg{options.cfg:g}"
     methods = {
         "unguided": dict(context=context, steps=steps, cfg_scale=1.0, calls=steps),

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from common import Scorer, load_pack
+from common import TestbedBench, add_testbed_arguments
 
 COLOURS = {"dice": "#d62728", "cfg": "#1f77b4"}
 
@@ -53,24 +53,17 @@ def svg_plot(curves: dict[str, list[tuple[float, float, str]]], path: Path) -> N
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sharpener", required=True, help="a sharpener trained on the testbed")
-    parser.add_argument("--prompts", type=int, default=1000)
-    parser.add_argument("--steps", type=int, default=20)
+    add_testbed_arguments(parser)
     parser.add_argument("--alphas", default="0,0.25,0.5,0.75,1,1.25,1.5")
     parser.add_argument("--scales", default="1,1.5,2,3,5,7")
     parser.add_argument("--plot", default="outputs/alpha_vs_guidance.svg")
     options = parser.parse_args()
-    load_pack()
-    from dice_pack.sharpeners import load_sharpener, sharpen
-    from dice_pack.training.testbed.model import Testbed
+    bench = TestbedBench(options)
+    from dice_pack.sharpeners import sharpen
     from dice_pack.training.testbed.text_encoder import first_padding_index
 
-    testbed = Testbed.load()
-    sharpener = load_sharpener(options.sharpener).network
-    count, steps = options.prompts, options.steps
-    scorer = Scorer(testbed, count)
-    prompts = scorer.captions[:count]
-    context, null, seeds = testbed.encode_prompts(prompts), testbed.null_embedding(), list(range(count))
+    testbed, sharpener, scorer, prompts = bench.testbed, bench.sharpener, bench.scorer, bench.prompts
+    count, steps, context, null, seeds = bench.count, bench.steps, bench.context, bench.null, bench.seeds
     figures = {"alpha_sweep": [], "guidance_sweep": []}
     for alpha in (float(a) for a in options.alphas.split(",")):
         found = dict(scorer.score(testbed.generate(sharpen(sharpener, context, null, alpha), seeds, steps=steps)), alpha=alpha)

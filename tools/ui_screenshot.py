@@ -46,13 +46,10 @@ def prepare_base(base: Path, comfy_root: Path, workflow: dict) -> None:
     checkpoint = base / "models" / "checkpoints" / widget_value(workflow, "CheckpointLoaderSimple")
     subprocess.run([sys.executable, str(PACK_ROOT / "tools" / "make_random_sd15.py"), "--comfy-root", str(comfy_root),
                     "--out", str(checkpoint)], check=True)
-    sys.path.insert(0, str(PACK_ROOT.parent))
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("dice_pack", PACK_ROOT / "__init__.py",
-                                                  submodule_search_locations=[str(PACK_ROOT)])
-    pack = importlib.util.module_from_spec(spec)
-    sys.modules["dice_pack"] = pack
-    spec.loader.exec_module(pack)
+    sys.path.insert(0, str(PACK_ROOT / "training"))
+    from train import load_pack  # imports the pack as a package, as ComfyUI does
+
+    load_pack()
     from dice_pack.sharpeners import Sharpener, SharpenerConfig, TrainingInfo, save_sharpener
 
     save_sharpener(base / "models" / "sharpeners" / widget_value(workflow, "DICESharpenerLoader"),

@@ -275,8 +275,8 @@ def write_model_card(out: Path, figures: dict, networks: dict[str, torch.nn.Modu
     cfg_name = f"cfg{config['eval_cfg']:g}"
     sizes = ", ".join(f"{name} {parameter_count(net) / 1e6:.2f} M" for name, net in networks.items())
     weight_bytes = sum((out / f"{name}.safetensors").stat().st_size for name in networks)
-    lead = figures[f"cfg{config['eval_cfg']:g}_alignment"] - figures["unguided_alignment"]
-    fd_change = figures[f"cfg{config['eval_cfg']:g}_fd"] - figures["unguided_fd"]
+    lead = figures[f"{cfg_name}_alignment"] - figures["unguided_alignment"]
+    fd_change = figures[f"{cfg_name}_fd"] - figures["unguided_fd"]
     bar_met = lead >= 20 and fd_change < -0.1 * figures["unguided_fd"]
     lines = [
         "# The DICE offline testbed", "",
