@@ -3,7 +3,7 @@
     python bench/comfyui_speed.py --comfy-root <ComfyUI folder> [--size 512 --steps 20 --repeats 3]
 
 Run it with ComfyUI's Python. Without --ckpt it builds a random-weight checkpoint with SD1.5's full UNet
-layout (tools/make_random_sd15.py, 4 levels of 2 blocks) in a temporary folder; without --sharpener it uses
+layout (tools/make_random_checkpoint.py, 4 levels of 2 blocks) in a temporary folder; without --sharpener it uses
 a random-weight sharpener of SD1.5's width (timing does not depend on the weights). Each repetition times
 ComfyUI's own KSampler node at cfg 5 (cond and uncond) and, on the same seed and steps, Load DICE Sharpener +
 Sharpen Conditioning + KSampler at cfg 1 (ComfyUI then skips the uncond pass). Prints each repetition, the
@@ -48,7 +48,7 @@ def main() -> None:
     if not options.comfy_root:
         raise SystemExit("no ComfyUI: pass --comfy-root or set COMFYUI_PATH")
     os.environ["DICE_COMFY_GPU"] = "1" if options.gpu else ""
-    fixture = load_module("make_random_sd15", PACK_ROOT / "tools" / "make_random_sd15.py")
+    fixture = load_module("make_random_checkpoint", PACK_ROOT / "tools" / "make_random_checkpoint.py")
     sd = fixture.import_comfy(options.comfy_root)
     import torch
     import comfy.model_management as mm

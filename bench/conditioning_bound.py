@@ -55,7 +55,7 @@ def main() -> None:
     def ratio() -> float:
         near = far = 0.0
         for x, sigma in held_out:
-            teacher = teacher_noise(testbed, x, sigma, c, null, options.guidance)
+            teacher = teacher_noise(testbed, {"x": x, "sigma": sigma, "c": c, "c_ref": null}, options.guidance)
             far += float((testbed.predict_noise(x, sigma, c) - teacher).abs().mean())
             near += float((testbed.predict_noise(x, sigma, c + offset) - teacher).abs().mean())
         return near / far
@@ -64,7 +64,7 @@ def main() -> None:
     for step in range(options.steps):
         x, sigma = noisy_batch(step)
         with torch.no_grad():
-            teacher = teacher_noise(testbed, x, sigma, c, null, options.guidance)
+            teacher = teacher_noise(testbed, {"x": x, "sigma": sigma, "c": c, "c_ref": null}, options.guidance)
         loss = F.l1_loss(testbed.predict_noise(x, sigma, c + offset), teacher)
         optimizer.zero_grad()
         loss.backward()

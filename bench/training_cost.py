@@ -3,7 +3,7 @@
     python bench/training_cost.py [--comfy-root <ComfyUI> --comfy-python <its Python>]
 
 Runs training/train.py on the testbed, and, given a ComfyUI, on a random-weight SD1.5-layout checkpoint built
-with tools/make_random_sd15.py (prompts only, so the checkpoint draws its own training latents). One UNet-call
+with tools/make_random_checkpoint.py (prompts only, so the checkpoint draws its own training latents). One UNet-call
 equivalent is the time of one plain UNet call on one sample, measured by the trainer on the same batch; the
 teacher alone costs 2 (cond and uncond), the student a forward and a backward. Prints each run's figures and, on
 its last line, one JSON object holding them.
@@ -46,7 +46,7 @@ def main() -> None:
                           "unet_call_equivalents_per_sample": summary["unet_call_equivalents_per_sample"]}
     if options.comfy_root:
         checkpoint = runs / "random_sd15.safetensors"
-        subprocess.run([options.comfy_python, str(PACK_ROOT / "tools" / "make_random_sd15.py"), "--comfy-root",
+        subprocess.run([options.comfy_python, str(PACK_ROOT / "tools" / "make_random_checkpoint.py"), "--comfy-root",
                         options.comfy_root, "--out", str(checkpoint)], check=True, capture_output=True)
         prompts = runs / "prompts.txt"
         prompts.write_text("a red fox in the snow\na lighthouse at dusk\na bowl of fruit on a table\na city street at night\n")

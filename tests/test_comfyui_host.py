@@ -98,7 +98,7 @@ def host(tmp_path_factory):
     (base / "custom_nodes").mkdir()
     (base / "custom_nodes" / "ComfyUI-DICE").symlink_to(PACK_ROOT, target_is_directory=True)
     checkpoint = base / "models" / "checkpoints" / "tiny_sd15.safetensors"
-    subprocess.run([python, str(PACK_ROOT / "tools" / "make_random_sd15.py"), "--comfy-root", str(comfy_root),
+    subprocess.run([python, str(PACK_ROOT / "tools" / "make_random_checkpoint.py"), "--comfy-root", str(comfy_root),
                     "--out", str(checkpoint)], check=True, capture_output=True)
     save_random_sharpener(base / "models" / "sharpeners" / "random_sd15.safetensors")
     save_random_sharpener(base / "models" / "sharpeners" / "wrong_width_sd2.safetensors", width=1024)

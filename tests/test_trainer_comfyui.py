@@ -1,9 +1,10 @@
-"""training/train.py on a real ComfyUI checkpoint (a random-weight SD1.5 layout), through ComfyUI's own loader.
+"""training/train.py on real ComfyUI checkpoints (random-weight SD1.5 and SDXL layouts), through ComfyUI's own loader.
 
 Needs COMFYUI_PATH; the trainer runs with COMFYUI_PYTHON (or a venv inside the ComfyUI folder).
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -22,15 +23,23 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(scope="module")
-def comfy(tmp_path_factory):
+def random_checkpoint(folder: Path, layout: str):
     root = Path(COMFYUI_PATH).resolve()
     python = comfyui_python(root)
-    folder = tmp_path_factory.mktemp("comfy_training")
-    checkpoint = folder / "tiny_sd15.safetensors"
-    subprocess.run([python, str(PACK_ROOT / "tools" / "make_random_sd15.py"), "--comfy-root", str(root),
-                    "--out", str(checkpoint)], check=True, capture_output=True)
+    checkpoint = folder / f"tiny_{layout}.safetensors"
+    subprocess.run([python, str(PACK_ROOT / "tools" / "make_random_checkpoint.py"), "--comfy-root", str(root),
+                    "--layout", layout, "--out", str(checkpoint)], check=True, capture_output=True)
     return root, python, folder, checkpoint
+
+
+@pytest.fixture(scope="module")
+def comfy(tmp_path_factory):
+    return random_checkpoint(tmp_path_factory.mktemp("comfy_training"), "sd15")
+
+
+@pytest.fixture(scope="module")
+def comfy_sdxl(tmp_path_factory):
+    return random_checkpoint(tmp_path_factory.mktemp("comfy_training_sdxl"), "sdxl")
 
 
 def train(comfy, *args, timeout=900):
@@ -38,6 +47,17 @@ def train(comfy, *args, timeout=900):
     return subprocess.run([python, str(PACK_ROOT / "training" / "train.py"), "--comfy-root", str(root),
                            "--runs", str(folder / "runs"), "--resolution", "64", "--sample-every", "0", *args],
                           capture_output=True, text=True, timeout=timeout)
+
+
+def ksampler_check(comfy, data: Path, sharpener: Path | None = None) -> dict:
+    """tests/host_checks/teacher_matches_ksampler.py's figures for the fixture checkpoint."""
+    root, python, folder, checkpoint = comfy
+    extra = ["--sharpener", str(sharpener)] if sharpener else []
+    done = subprocess.run([python, str(PACK_ROOT / "tests" / "host_checks" / "teacher_matches_ksampler.py"),
+                           "--comfy-root", str(root), "--ckpt", str(checkpoint), "--data", str(data),
+                           "--runs", str(folder / "check_runs"), *extra], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def captioned_folder(folder: Path) -> Path:
@@ -81,6 +101,33 @@ def test_prompts_only_makes_its_own_training_latents(comfy):
     assert len(list((cache / "text").glob("*.safetensors"))) == 3  # the two prompts and the empty one
 
 
+def test_the_teacher_is_the_ksamplers_cfg(comfy):
+    _, _, folder, _ = comfy
+    figures = ksampler_check(comfy, captioned_folder(folder))
+    assert figures["family"] == "sd15" and not figures["vector_input"]
+    assert figures["mean_abs_cfg_minus_unguided"] > 1e-3  # guidance changes eps, so the comparison can fail
+    assert figures["max_abs_difference"] < 1e-4
+
+
+def test_sdxl_trains_with_pooled_and_size_inputs_and_the_nodes_give_the_students_prediction(comfy_sdxl):
+    _, _, folder, checkpoint = comfy_sdxl
+    prompts = folder / "prompts.txt"
+    prompts.write_text("a red fox\na lighthouse at dusk\n")
+    out = folder / "tiny_sdxl_dice.safetensors"
+    done = train(comfy_sdxl, "--ckpt", str(checkpoint), "--data", str(prompts), "--steps", "2", "--batch", "2",
+                 "--eval-batch", "4", "--out", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    loaded = load_sharpener(out)
+    assert loaded.network.config.embed_dim == 2048 and loaded.info.model_family == "sdxl"
+    figures = ksampler_check(comfy_sdxl, prompts, sharpener=out)
+    assert figures["vector_input"]
+    assert figures["mean_abs_cfg_minus_unguided"] > 1e-3
+    assert figures["max_abs_difference"] < 1e-4
+    # The nodes at cfg 1 (pooled output passed through) give exactly the trainer's student prediction.
+    assert figures["mean_abs_sharpened_minus_unguided"] > 1e-3
+    assert figures["sharpened_max_abs_difference"] < 1e-4
+
+
 @pytest.mark.parametrize(("make", "message"), [
     (lambda folder: folder / "absent.safetensors", "neither a file nor a name in models/checkpoints"),
     (lambda folder: (folder / "bad.safetensors").write_bytes(b"\0" * 64) and folder / "bad.safetensors",
@@ -90,6 +137,13 @@ def test_a_checkpoint_comfyui_cannot_read_is_named(comfy, make, message):
     _, _, folder, _ = comfy
     done = train(comfy, "--ckpt", str(make(folder)), "--data", str(folder), "--steps", "1", timeout=300)
     assert done.returncode != 0 and message in done.stderr
+
+
+def test_an_inpainting_checkpoint_is_refused_by_name(tmp_path):
+    comfy = random_checkpoint(tmp_path, "sd15-inpaint")
+    done = train(comfy, "--ckpt", str(comfy[3]), "--data", str(captioned_folder(tmp_path)), "--steps", "1", timeout=300)
+    assert done.returncode != 0
+    assert "tiny_sd15-inpaint.safetensors: an inpainting SD15 model" in done.stderr
 
 
 def test_no_comfyui_found_is_a_clear_error(tmp_path):

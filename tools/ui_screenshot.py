@@ -44,7 +44,7 @@ def prepare_base(base: Path, comfy_root: Path, workflow: dict) -> None:
     settings.write_text(json.dumps({"Comfy.TutorialCompleted": True}))
     (base / "custom_nodes" / "ComfyUI-DICE").symlink_to(PACK_ROOT, target_is_directory=True)
     checkpoint = base / "models" / "checkpoints" / widget_value(workflow, "CheckpointLoaderSimple")
-    subprocess.run([sys.executable, str(PACK_ROOT / "tools" / "make_random_sd15.py"), "--comfy-root", str(comfy_root),
+    subprocess.run([sys.executable, str(PACK_ROOT / "tools" / "make_random_checkpoint.py"), "--comfy-root", str(comfy_root),
                     "--out", str(checkpoint)], check=True)
     sys.path.insert(0, str(PACK_ROOT / "training"))
     from train import load_pack  # imports the pack as a package, as ComfyUI does

@@ -15,6 +15,10 @@ class DiffusionBackend(Protocol):
     def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
         """[batch, tokens, embed_dim] text embeddings."""
 
+    def encode_vectors(self, prompts: list[str]) -> torch.Tensor | None:
+        """[batch, adm] vector inputs (SDXL's pooled text and size conditioning, ComfyUI's y), or None for models
+        that take the text only through cross-attention. The sharpener never changes them."""
+
     def null_embedding(self) -> torch.Tensor:
         """[1, tokens, embed_dim]: the empty prompt, the reference CFG uses."""
 
@@ -30,5 +34,6 @@ class DiffusionBackend(Protocol):
     def decode(self, latents: torch.Tensor) -> "numpy.ndarray":
         """uint8 [N, H, W, 3] images of latents."""
 
-    def predict_noise(self, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        """eps(x_σ, σ, context) for x_σ = x_0 + σ·ε."""
+    def predict_noise(self, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor,
+                      y: torch.Tensor | None = None) -> torch.Tensor:
+        """eps(x_σ, σ, context, y) for x_σ = x_0 + σ·ε."""

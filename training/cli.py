@@ -39,7 +39,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--loss", choices=["l1", "l2"], default="l1")
     p.add_argument("--negatives", help="a text file of negative prompts, one a line, used in place of the empty prompt")
     p.add_argument("--clip-skip", type=int, default=1, help="as in ComfyUI's CLIP Set Last Layer (2 = skip one)")
-    p.add_argument("--resolution", type=int, default=512, help="training image size for --ckpt (a multiple of 8)")
+    p.add_argument("--resolution", type=int, default=None, help="training image size for --ckpt, a multiple of 8 "
+                   "(default: the family's own, 512 for SD1.x and SD2 eps, 768 for SD2 v, 1024 for SDXL)")
     p.add_argument("--save-every", type=int, default=None)
     p.add_argument("--sample-every", type=int, default=None)
     p.add_argument("--eval-batch", type=int, default=64, help="held-out samples for the summary's distance to CFG")

@@ -20,7 +20,12 @@ from .progress import Progress
 from .sampler import sample
 
 # ComfyUI's model classes this trainer drives, and the family name written into the sharpener file.
-SUPPORTED = {"SD15": "sd15", "SD20": "sd2"}
+SUPPORTED = {"SD15": "sd15", "SD20": "sd2", "SDXL": "sdxl", "SSD1B": "sdxl", "Segmind_Vega": "sdxl",
+             "KOALA_700M": "sdxl", "KOALA_1B": "sdxl"}
+# Training image size when --resolution is not given: each family's native size (SD2's v models are 768).
+NATIVE_RESOLUTION = {"sd15": 512, "sd2": 512, "sdxl": 1024}
+# Families whose UNet also takes a vector y: the pooled text (unchanged by the sharpener) and the image size.
+VECTOR_INPUT = {"sdxl"}
 PREDICTION = {"EPS": "eps", "V_PREDICTION": "v"}
 
 
@@ -73,8 +78,8 @@ class ComfyBackend:
     """DiffusionBackend over a ComfyUI model patcher, CLIP and VAE."""
 
     def __init__(self, comfy: dict, patcher, clip, vae, examples: list[Example], cache: Path, resolution: int,
-                 guidance: float, clip_skip: int, model_key: str) -> None:
-        self.comfy, self.clip, self.vae = comfy, clip, vae
+                 guidance: float, clip_skip: int, model_key: str, vector_input: bool = False) -> None:
+        self.comfy, self.patcher, self.clip, self.vae = comfy, patcher, clip, vae
         comfy["comfy.model_management"].load_models_gpu([patcher])
         self.model = patcher.model
         self.model.requires_grad_(False)
@@ -82,21 +87,22 @@ class ComfyBackend:
         if clip_skip > 1:
             self.clip.clip_layer(-clip_skip)
         self.cache, self.resolution, self.guidance, self.model_key = cache, resolution, guidance, model_key
-        self._embeddings: dict[str, torch.Tensor] = {}
+        self.vector_input = vector_input
+        self._embeddings: dict[str, dict[str, torch.Tensor]] = {}
         self.embed_dim = self.null_embedding().shape[-1]
         channels = self.model.latent_format.latent_channels
         self.latent_shape = (channels, resolution // 8, resolution // 8)
         self.examples, self.latents = self._prepare(examples)
 
-    def _cached(self, key: str, make, kind: str = "latents") -> torch.Tensor | None:
-        """make()'s tensor, kept in cache/<kind>/ under a hash of key; None (a bad file) is not kept."""
+    def _cached(self, key: str, make, kind: str = "latents") -> dict[str, torch.Tensor] | None:
+        """make()'s tensors, kept in cache/<kind>/ under a hash of key; None (a bad file) is not kept."""
         path = self.cache / kind / f"{hashlib.sha1(key.encode()).hexdigest()}.safetensors"
         if path.exists():
-            return load_file(path)["tensor"]
-        tensor = make()
-        if tensor is not None:
-            write_atomic(path, lambda temporary: save_file({"tensor": tensor.contiguous()}, temporary))
-        return tensor
+            return load_file(path)
+        tensors = make()
+        if tensors is not None:
+            write_atomic(path, lambda temporary: save_file({k: v.contiguous() for k, v in tensors.items()}, temporary))
+        return tensors
 
     @torch.no_grad()
     def _prepare(self, examples: list[Example]) -> tuple[list[Example], torch.Tensor]:
@@ -108,39 +114,54 @@ class ComfyBackend:
             if example.image is not None:
                 status = example.image.stat() if example.image.exists() else None
                 key = f"image|{example.image}|{status and status.st_mtime_ns}|{status and status.st_size}|{self.resolution}"
-                latent = self._cached(key, lambda: self._encode_image(example.image))
+                cached = self._cached(key, lambda: self._encode_image(example.image))
             else:
                 seed = int(hashlib.sha1(example.caption.encode()).hexdigest()[:8], 16)
                 key = f"prompt|{example.caption}|{seed}|{self.resolution}|{self.guidance}|{self.model_key}|{clip_skip_key(self.clip)}"
-                latent = self._cached(key, lambda: sample(
+                cached = self._cached(key, lambda: {"tensor": sample(
                     self.predict_noise, self.encode_prompts([example.caption]), sigmas, [seed], self.latent_shape,
-                    self.null_embedding(), self.guidance)[0].cpu())
-            if latent is not None:
+                    self.null_embedding(), self.guidance, y=self.encode_vectors([example.caption]),
+                    null_y=self.encode_vectors([""]))[0].cpu()})
+            if cached is not None:
                 kept.append(example)
-                latents.append(latent)
+                latents.append(cached["tensor"])
             progress.update(index + 1)
         if not kept:
             raise DatasetError("no usable training examples: every image failed to load (see the warnings above)")
         return kept, torch.stack(latents)
 
-    def _encode_image(self, path: Path) -> torch.Tensor | None:
+    def _encode_image(self, path: Path) -> dict[str, torch.Tensor] | None:
         pixels = load_image(path, self.resolution)
         if pixels is None:
             return None
         latent = self.vae.encode(torch.from_numpy(pixels)[None])
-        return self.model.process_latent_in(latent)[0].float().cpu()
+        return {"tensor": self.model.process_latent_in(latent)[0].float().cpu()}
 
-    def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
+    def _text(self, prompts: list[str]) -> list[dict[str, torch.Tensor]]:
+        """Each prompt's token embeddings ("tensor") and pooled output, from memory, the disk cache, or CLIP."""
         for prompt in dict.fromkeys(prompts):
             if prompt not in self._embeddings:
-                key = f"text|{prompt}|{self.model_key}|{clip_skip_key(self.clip)}"
+                key = f"text|{prompt}|{self.model_key}|{clip_skip_key(self.clip)}|pooled"
                 self._embeddings[prompt] = self._cached(key, lambda: self._encode_text(prompt), kind="text")
+        return [self._embeddings[p] for p in prompts]
+
+    def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
         # Long prompts give 77·k tokens; tile them to a common length as ComfyUI does when batching.
-        return torch.cat(repeat_to_common_length([self._embeddings[p] for p in prompts])).to(self.device)
+        return torch.cat(repeat_to_common_length([t["tensor"] for t in self._text(prompts)])).to(self.device)
+
+    def encode_vectors(self, prompts: list[str]) -> torch.Tensor | None:
+        """SDXL's y as the KSampler builds it: pooled text, then the size, no crop, target size = size."""
+        if not self.vector_input:
+            return None
+        pooled = torch.cat([t["pooled"] for t in self._text(prompts)])
+        size = self.resolution
+        return self.model.encode_adm(pooled_output=pooled, width=size, height=size, crop_w=0, crop_h=0,
+                                     target_width=size, target_height=size).float().to(self.device)
 
     @torch.no_grad()
-    def _encode_text(self, prompt: str) -> torch.Tensor:
-        return self.clip.encode_from_tokens(self.clip.tokenize(prompt)).float().cpu()
+    def _encode_text(self, prompt: str) -> dict[str, torch.Tensor]:
+        cond, pooled = self.clip.encode_from_tokens(self.clip.tokenize(prompt), return_pooled=True)
+        return {"tensor": cond.float().cpu(), "pooled": pooled.float().cpu()}
 
     def null_embedding(self) -> torch.Tensor:
         return self.encode_prompts([""])
@@ -156,9 +177,11 @@ class ComfyBackend:
     def sampling_sigmas(self, steps: int) -> torch.Tensor:
         return self.comfy["comfy.samplers"].calculate_sigmas(self.model.model_sampling, "normal", steps).float().to(self.device)
 
-    def predict_noise(self, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    def predict_noise(self, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor,
+                      y: torch.Tensor | None = None) -> torch.Tensor:
         x, sigma = x.to(self.device), sigma.to(self.device)
-        denoised = self.model.apply_model(x, sigma, c_crossattn=context.to(self.device))
+        vector = {} if y is None else {"y": y.to(self.device)}
+        denoised = self.model.apply_model(x, sigma, c_crossattn=context.to(self.device), **vector)
         # apply_model returns the denoised latent for every prediction type; eps follows from x = x0 + σ·eps.
         return (x - denoised) / sigma.view(-1, 1, 1, 1)
 
@@ -187,23 +210,28 @@ def comfy_run(args):
         raise SystemExit(f"--ckpt {checkpoint}: ComfyUI cannot load it ({first_line})") from None
     kind = type(patcher.model.model_config).__name__
     if kind not in SUPPORTED:
-        raise SystemExit(f"--ckpt {checkpoint}: a {kind} model; this trainer supports SD1.x and SD2.x checkpoints "
-                         f"({', '.join(SUPPORTED)}) so far")
+        raise SystemExit(f"--ckpt {checkpoint}: a {kind} model; this trainer supports SD1.x, SD2.x and SDXL "
+                         f"checkpoints ({', '.join(SUPPORTED)})")
+    if patcher.model.model_config.inpaint_model():
+        raise SystemExit(f"--ckpt {checkpoint}: an inpainting {kind} model (its UNet also takes the masked image); "
+                         "this trainer supports text-to-image checkpoints")
     try:
         examples = load_examples(args.data)
     except DatasetError as error:
         raise SystemExit(str(error)) from None
-    if args.resolution % 8:
-        raise SystemExit(f"--resolution {args.resolution}: must be a multiple of 8")
+    prediction = PREDICTION.get(getattr(patcher.model.model_type, "name", ""), "eps")
+    family = SUPPORTED[kind]
+    resolution = args.resolution or (768 if family == "sd2" and prediction == "v" else NATIVE_RESOLUTION[family])
+    if resolution % 8:
+        raise SystemExit(f"--resolution {resolution}: must be a multiple of 8")
     from .cli import file_sha256
 
     sha256 = file_sha256(checkpoint)
     name = args.name or f"{checkpoint.stem}_dice"
     cache = Path(args.runs) / name / "cache"
-    backend = ComfyBackend(comfy, patcher, clip, vae, examples, cache, args.resolution, args.guidance, args.clip_skip,
-                           sha256)
-    prediction = PREDICTION.get(getattr(patcher.model.model_type, "name", ""), "eps")
-    info = RunInfo(model_family=SUPPORTED[kind], base_checkpoint=checkpoint.name, base_checkpoint_sha256=sha256,
+    backend = ComfyBackend(comfy, patcher, clip, vae, examples, cache, resolution, args.guidance, args.clip_skip,
+                           sha256, vector_input=family in VECTOR_INPUT)
+    info = RunInfo(model_family=family, base_checkpoint=checkpoint.name, base_checkpoint_sha256=sha256,
                    clip_skip=args.clip_skip, prediction_type=prediction)
     prompts = list(dict.fromkeys(e.caption for e in backend.examples))[:4]
     return backend, info, name, prompts

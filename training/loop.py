@@ -18,7 +18,7 @@ from .checkpoint import load_state, save_state, write_atomic
 from .distributed import Distributed
 from .png import grid, save_png
 from .progress import Progress, format_seconds
-from .sampler import sample
+from .sampler import sample, vector_input
 
 
 @dataclass
@@ -54,23 +54,28 @@ class RunInfo:
     prediction_type: str = "eps"
 
 
-def teacher_noise(backend: DiffusionBackend, x: torch.Tensor, sigma: torch.Tensor, c: torch.Tensor,
-                  c_ref: torch.Tensor, guidance: float) -> torch.Tensor:
+def teacher_noise(backend: DiffusionBackend, batch: dict, guidance: float) -> torch.Tensor:
     """CFG's prediction, cond and uncond in one batched call: eps_ref + w·(eps_c − eps_ref)."""
-    eps = backend.predict_noise(torch.cat([x, x]), torch.cat([sigma, sigma]), torch.cat([c, c_ref]))
+    x, sigma = batch["x"], batch["sigma"]
+    y = None if batch.get("y") is None else torch.cat([batch["y"], batch["y_ref"]])
+    eps = backend.predict_noise(torch.cat([x, x]), torch.cat([sigma, sigma]), torch.cat([batch["c"], batch["c_ref"]]),
+                                **vector_input(y))
     eps_cond, eps_ref = eps.chunk(2)
     return eps_ref + guidance * (eps_cond - eps_ref)
+
+
+def single_call(backend: DiffusionBackend, batch: dict, context: torch.Tensor) -> torch.Tensor:
+    """One call with the prompt's own vector input, whatever the cross-attention context (plain or sharpened)."""
+    return backend.predict_noise(batch["x"], batch["sigma"], context, **vector_input(batch.get("y")))
 
 
 def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, kind: str) -> torch.Tensor:
     return F.l1_loss(student.float(), teacher.float()) if kind == "l1" else F.mse_loss(student.float(), teacher.float())
 
 
-def reference_embeddings(backend: DiffusionBackend, count: int, negatives: list[str], rng: random.Random) -> torch.Tensor:
+def reference_prompts(count: int, negatives: list[str], rng: random.Random) -> list[str]:
     """The empty prompt for each sample, or random negative prompts (the paper's option for negative prompts)."""
-    if not negatives:
-        return backend.null_embedding().expand(count, -1, -1)
-    return backend.encode_prompts([rng.choice(negatives) for _ in range(count)])
+    return [rng.choice(negatives) for _ in range(count)] if negatives else [""] * count
 
 
 def autocast(device: torch.device, mode: str):
@@ -84,10 +89,9 @@ def autocast(device: torch.device, mode: str):
 @torch.no_grad()
 def held_out_distances(backend: DiffusionBackend, sharpener: torch.nn.Module, batch: dict, guidance: float) -> dict:
     """Mean |eps − eps_CFG| of the unguided call and of the sharpened call on a fixed held-out batch."""
-    x, sigma, c, c_ref = batch["x"], batch["sigma"], batch["c"], batch["c_ref"]
-    teacher = teacher_noise(backend, x, sigma, c, c_ref, guidance)
-    unguided = backend.predict_noise(x, sigma, c)
-    sharpened = backend.predict_noise(x, sigma, c + sharpener(c, c_ref))
+    teacher = teacher_noise(backend, batch, guidance)
+    unguided = single_call(backend, batch, batch["c"])
+    sharpened = single_call(backend, batch, batch["c"] + sharpener(batch["c"], batch["c_ref"]))
     far, near = float((unguided - teacher).abs().mean()), float((sharpened - teacher).abs().mean())
     return {"unguided_to_cfg": far, "sharpened_to_cfg": near, "ratio": near / far}
 
@@ -98,7 +102,7 @@ def time_one_forward(backend: DiffusionBackend, batch: dict) -> float:
     times = []
     for _ in range(3):
         begun = time.perf_counter()
-        backend.predict_noise(batch["x"], batch["sigma"], batch["c"])
+        single_call(backend, batch, batch["c"])
         times.append(time.perf_counter() - begun)
     return sorted(times)[1]
 
@@ -107,12 +111,13 @@ def make_batch(backend: DiffusionBackend, count: int, generator: torch.Generator
                device: torch.device) -> dict:
     x0, prompts = backend.sample_training_latents(count, generator)
     rng = random.Random(int(torch.randint(0, 2 ** 31 - 1, (1,), generator=generator)))
-    c = backend.encode_prompts(prompts)
-    c_ref = reference_embeddings(backend, count, negatives, rng)
+    references = reference_prompts(count, negatives, rng)
     sigma = backend.sample_sigmas(count, generator)
     noise = torch.randn(x0.shape, generator=generator)
-    x = x0 + sigma.view(-1, 1, 1, 1) * noise
-    return {k: v.to(device) for k, v in {"x": x, "sigma": sigma, "c": c, "c_ref": c_ref}.items()}
+    batch = {"x": x0 + sigma.view(-1, 1, 1, 1) * noise, "sigma": sigma,
+             "c": backend.encode_prompts(prompts), "c_ref": backend.encode_prompts(references),
+             "y": backend.encode_vectors(prompts), "y_ref": backend.encode_vectors(references)}
+    return {k: v.to(device) for k, v in batch.items() if v is not None}
 
 
 @torch.no_grad()
@@ -124,10 +129,11 @@ def sample_grid(backend: DiffusionBackend, sharpener: torch.nn.Module, prompts: 
     sigmas = backend.sampling_sigmas(steps)
     seeds = list(range(len(prompts)))
     shape = tuple(backend.latent_shape)
+    vectors = {"y": backend.encode_vectors(prompts), "null_y": backend.encode_vectors([""])}
     rows = [
-        sample(backend.predict_noise, c, sigmas, seeds, shape),
-        sample(backend.predict_noise, c, sigmas, seeds, shape, null=null, cfg_scale=guidance),
-        sample(backend.predict_noise, c + sharpener(c, null.expand_as(c)), sigmas, seeds, shape),
+        sample(backend.predict_noise, c, sigmas, seeds, shape, **vectors),
+        sample(backend.predict_noise, c, sigmas, seeds, shape, null=null, cfg_scale=guidance, **vectors),
+        sample(backend.predict_noise, c + sharpener(c, null.expand_as(c)), sigmas, seeds, shape, **vectors),
     ]
     return grid(np.concatenate([backend.decode(r) for r in rows]), len(prompts), scale=3)
 
@@ -175,10 +181,9 @@ def train(config: TrainConfig, backend: DiffusionBackend, info: RunInfo, run_dir
         begun = time.time()
         batch = make_batch(backend, config.batch, generator, config.negatives, dist.device)
         with torch.no_grad(), autocast(dist.device, config.mixed_precision):
-            teacher = teacher_noise(backend, batch["x"], batch["sigma"], batch["c"], batch["c_ref"], config.guidance)
+            teacher = teacher_noise(backend, batch, config.guidance)
         with autocast(dist.device, config.mixed_precision):
-            sharpened = batch["c"] + model(batch["c"], batch["c_ref"])
-            student = backend.predict_noise(batch["x"], batch["sigma"], sharpened)
+            student = single_call(backend, batch, batch["c"] + model(batch["c"], batch["c_ref"]))
         loss = distillation_loss(student, teacher, config.loss)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()

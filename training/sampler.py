@@ -5,8 +5,8 @@ from typing import Callable
 
 import torch
 
-# eps(x, σ, context) → predicted noise; the backend's predict_noise.
-NoisePredictor = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+# eps(x, σ, context[, y=vector]) → predicted noise; the backend's predict_noise.
+NoisePredictor = Callable[..., torch.Tensor]
 
 
 def initial_noise(seeds: list[int], shape: tuple[int, ...]) -> torch.Tensor:
@@ -14,14 +14,22 @@ def initial_noise(seeds: list[int], shape: tuple[int, ...]) -> torch.Tensor:
     return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(seed)) for seed in seeds])
 
 
-def guided(predict: NoisePredictor, context: torch.Tensor, null: torch.Tensor | None, scale: float):
+def vector_input(y: torch.Tensor | None) -> dict:
+    """The y keyword for models with a vector input (SDXL's pooled text and sizes); nothing for the others."""
+    return {} if y is None else {"y": y}
+
+
+def guided(predict: NoisePredictor, context: torch.Tensor, null: torch.Tensor | None, scale: float,
+           y: torch.Tensor | None = None, null_y: torch.Tensor | None = None):
     """x, σ → noise prediction: one call without guidance, or cond and uncond batched in one call for CFG."""
     if null is None or scale == 1.0:
-        return lambda x, sigma: predict(x, sigma, context)
+        return lambda x, sigma: predict(x, sigma, context, **vector_input(y))
 
     def cfg(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         uncond_context = null.expand(len(x), *null.shape[1:])
-        eps = predict(torch.cat([x, x]), torch.cat([sigma, sigma]), torch.cat([context, uncond_context]))
+        vectors = None if y is None else torch.cat([y, null_y.expand(len(x), *null_y.shape[1:])])
+        eps = predict(torch.cat([x, x]), torch.cat([sigma, sigma]), torch.cat([context, uncond_context]),
+                      **vector_input(vectors))
         eps_cond, eps_uncond = eps.chunk(2)
         return eps_uncond + scale * (eps_cond - eps_uncond)
 
@@ -31,9 +39,9 @@ def guided(predict: NoisePredictor, context: torch.Tensor, null: torch.Tensor | 
 @torch.no_grad()
 def sample(predict: NoisePredictor, context: torch.Tensor, sigmas: torch.Tensor, seeds: list[int],
            latent_shape: tuple[int, ...], null: torch.Tensor | None = None, cfg_scale: float = 1.0,
-           method: str = "dpmpp_2m") -> torch.Tensor:
-    """Latents x_0 for each prompt embedding in context, starting from σ_max·noise(seed)."""
-    eps_of = guided(predict, context, null, cfg_scale)
+           method: str = "dpmpp_2m", y: torch.Tensor | None = None, null_y: torch.Tensor | None = None) -> torch.Tensor:
+    """Latents x_0 for each prompt embedding in context, starting from σ_max·noise(seed); y, null_y: vector inputs."""
+    eps_of = guided(predict, context, null, cfg_scale, y, null_y)
     x = initial_noise(seeds, latent_shape).to(context.device) * sigmas[0]
     previous_denoised = None
     for i in range(len(sigmas) - 1):

@@ -95,7 +95,13 @@ class Testbed:
     def sampling_sigmas(self, steps: int) -> torch.Tensor:
         return self.schedule.sampling_sigmas(steps)
 
-    def predict_noise(self, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    def encode_vectors(self, prompts: list[str]) -> None:
+        return None  # like SD1.5, the text enters through cross-attention only
+
+    def predict_noise(self, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor,
+                      y: torch.Tensor | None = None) -> torch.Tensor:
+        if y is not None:
+            raise ValueError("the testbed UNet has no vector input (y)")
         scale = (sigma ** 2 + 1).rsqrt().view(-1, 1, 1, 1)
         return self.unet(x * scale, self.schedule.timestep(sigma), context)
 

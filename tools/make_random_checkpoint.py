@@ -1,10 +1,16 @@
-"""Build a random-weight SD1.5-layout checkpoint with ComfyUI's own classes, for plumbing tests and timings.
+"""Build a random-weight SD1.5- or SDXL-layout checkpoint with ComfyUI's own classes, for plumbing tests and timings.
 
-The UNet has SD1.5's width (model_channels 320, context_dim 768, 8 heads) but fewer levels and blocks;
-CLIP-L and the VAE are full size. The file is saved by comfy.sd.save_checkpoint, exactly as ComfyUI's
-Save Checkpoint node writes one, and loads with CheckpointLoaderSimple.
+sd15: the UNet has SD1.5's width (model_channels 320, context_dim 768, 8 heads) but fewer levels and blocks;
+CLIP-L and the VAE are full size.
+sdxl: the smallest UNet ComfyUI recognises as the SDXL family (KOALA-700M's layout: 3 levels of 1 block,
+context_dim 2048, the 2816-wide vector input of pooled CLIP-G and sizes) with fewer decoder transformers;
+CLIP-L, CLIP-G and the VAE are full size (a 3.1 GB file).
+sd15-inpaint: the sd15 layout with the 9 input channels of an inpainting model (for the trainer's refusal).
+The file is saved by comfy.sd.save_checkpoint, exactly as ComfyUI's Save Checkpoint node writes one, and loads
+with CheckpointLoaderSimple.
 
-    python tools/make_random_sd15.py --comfy-root <ComfyUI folder> --out tiny_sd15.safetensors
+    python tools/make_random_checkpoint.py --comfy-root <ComfyUI folder> --out tiny_sd15.safetensors
+    python tools/make_random_checkpoint.py --layout sdxl --comfy-root <ComfyUI folder> --out tiny_sdxl.safetensors
 """
 from __future__ import annotations
 
@@ -30,18 +36,31 @@ def import_comfy(comfy_root: str):
     return importlib.import_module("comfy.sd")
 
 
-def unet_config(levels: int, blocks: int) -> dict:
-    """SD1.5's UNet settings with `levels` resolution levels of `blocks` res-blocks each."""
+def unet_config(levels: int, blocks: int, in_channels: int = 4) -> dict:
+    """SD1.5's UNet settings with `levels` resolution levels of `blocks` res-blocks each (9 inputs: inpainting)."""
     attention = [1] * levels
     attention[-1] = 0 if levels > 2 else 1  # SD1.5's deepest level has no attention
     return {
-        "use_checkpoint": False, "image_size": 32, "in_channels": 4, "out_channels": 4,
+        "use_checkpoint": False, "image_size": 32, "in_channels": in_channels, "out_channels": 4,
         "model_channels": 320, "context_dim": 768, "num_heads": 8, "num_head_channels": -1,
         "channel_mult": [1, 2, 4, 4][:levels], "num_res_blocks": [blocks] * levels,
         "transformer_depth": [d for d in attention for _ in range(blocks)],
         "transformer_depth_output": [d for d in attention for _ in range(blocks + 1)],
         "transformer_depth_middle": 1, "use_spatial_transformer": True, "use_linear_in_transformer": False,
         "legacy": False, "adm_in_channels": None, "use_temporal_resblock": False, "use_temporal_attention": False,
+    }
+
+
+def sdxl_unet_config() -> dict:
+    """KOALA-700M's encoder (ComfyUI matches the family on it) with one transformer per decoder level that has any."""
+    return {
+        "use_checkpoint": False, "image_size": 32, "in_channels": 4, "out_channels": 4,
+        "model_channels": 320, "context_dim": 2048, "num_heads": -1, "num_head_channels": 64,
+        "channel_mult": [1, 2, 4], "num_res_blocks": [1, 1, 1], "transformer_depth": [0, 2, 5],
+        "transformer_depth_output": [0, 0, 1, 1, 1, 1], "transformer_depth_middle": 1,
+        "use_spatial_transformer": True, "use_linear_in_transformer": True, "legacy": False,
+        "adm_in_channels": 2816, "num_classes": "sequential", "use_temporal_resblock": False,
+        "use_temporal_attention": False,
     }
 
 
@@ -60,7 +79,7 @@ def initialise(module) -> None:
                 raise RuntimeError(f"parameter {name} was left uninitialised")
 
 
-def build(out: str, levels: int = 2, blocks: int = 1, seed: int = 0) -> None:
+def build(out: str, levels: int = 2, blocks: int = 1, seed: int = 0, layout: str = "sd15") -> None:
     """Write the checkpoint to out (a temporary name first, then a rename)."""
     import torch
 
@@ -70,7 +89,10 @@ def build(out: str, levels: int = 2, blocks: int = 1, seed: int = 0) -> None:
     autoencoder = importlib.import_module("comfy.ldm.models.autoencoder")
 
     torch.manual_seed(seed)
-    model_config = supported_models.SD15(unet_config(levels, blocks))
+    if layout == "sdxl":
+        model_config = supported_models.KOALA_700M(sdxl_unet_config())
+    else:
+        model_config = supported_models.SD15(unet_config(levels, blocks, 9 if layout == "sd15-inpaint" else 4))
     model_config.set_inference_dtype(torch.float16, None)
     model = model_config.get_model({})
     initialise(model)
@@ -87,7 +109,7 @@ def build(out: str, levels: int = 2, blocks: int = 1, seed: int = 0) -> None:
     target = Path(out)
     target.parent.mkdir(parents=True, exist_ok=True)
     temporary = target.with_name(f".{target.name}.tmp")
-    sd.save_checkpoint(str(temporary), patcher, clip, vae, metadata={"dice.fixture": "random-weight SD1.5 layout"})
+    sd.save_checkpoint(str(temporary), patcher, clip, vae, metadata={"dice.fixture": f"random-weight {layout} layout"})
     os.replace(temporary, target)
 
 
@@ -95,14 +117,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--comfy-root", default=os.environ.get("COMFYUI_PATH"), help="ComfyUI folder (default: $COMFYUI_PATH)")
     parser.add_argument("--out", required=True, help="where to write the .safetensors checkpoint")
-    parser.add_argument("--levels", type=int, default=2, help="UNet resolution levels (SD1.5 has 4)")
-    parser.add_argument("--blocks", type=int, default=1, help="res-blocks per level (SD1.5 has 2)")
+    parser.add_argument("--layout", choices=["sd15", "sdxl", "sd15-inpaint"], default="sd15",
+                        help="sd15-inpaint: the sd15 layout with the 9 input channels of inpainting models")
+    parser.add_argument("--levels", type=int, default=2, help="sd15 UNet resolution levels (SD1.5 has 4)")
+    parser.add_argument("--blocks", type=int, default=1, help="sd15 res-blocks per level (SD1.5 has 2)")
     parser.add_argument("--seed", type=int, default=0)
     options = parser.parse_args()
     if not options.comfy_root:
         raise SystemExit("no ComfyUI: pass --comfy-root or set COMFYUI_PATH")
     import_comfy(options.comfy_root)
-    build(options.out, options.levels, options.blocks, options.seed)
+    build(options.out, options.levels, options.blocks, options.seed, options.layout)
     print(options.out)
 
 

@@ -1,0 +1,98 @@
+"""Does the trainer's CFG teacher equal what ComfyUI's own sampler computes? Run with ComfyUI's Python.
+
+    python tests/host_checks/teacher_matches_ksampler.py --comfy-root <ComfyUI> --ckpt <file> --data <folder>
+
+Loads the checkpoint as `training/train.py --ckpt` does, then takes one sampler step through
+comfy.sample.sample_custom with conditioning from ComfyUI's CLIPTextEncode node (which carries SDXL's
+pooled output) and compares CFG's noise prediction there with the trainer's teacher. With --sharpener, also
+one step at cfg 1 on the Sharpen Conditioning node's output against the trainer's student. Prints one JSON line.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+PACK_ROOT = Path(__file__).resolve().parents[2]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--comfy-root", required=True)
+    parser.add_argument("--ckpt", required=True)
+    parser.add_argument("--data", required=True, help="what the trainer would train on (its captions are not used)")
+    parser.add_argument("--runs", required=True, help="the trainer's cache folder for this check")
+    parser.add_argument("--prompt", default="a red fox in the snow")
+    parser.add_argument("--guidance", type=float, default=5.0)
+    parser.add_argument("--sharpener", help="a sharpener file for this checkpoint, to check the nodes' path too")
+    options = parser.parse_args()
+
+    sys.path.insert(0, str(PACK_ROOT / "training"))
+    from train import load_pack
+
+    load_pack()
+    import torch
+
+    from dice_pack.training.cli import parse_args
+    from dice_pack.training.comfy_backend import comfy_run
+    from dice_pack.training.loop import single_call, teacher_noise
+
+    backend, info, _, _ = comfy_run(parse_args([
+        "--ckpt", options.ckpt, "--data", options.data, "--comfy-root", options.comfy_root, "--runs", options.runs,
+        "--resolution", "64", "--guidance", str(options.guidance)]))
+    import comfy.sample
+    import comfy.samplers
+    import nodes
+
+    positive = nodes.CLIPTextEncode().encode(backend.clip, options.prompt)[0]
+    negative = nodes.CLIPTextEncode().encode(backend.clip, "")[0]
+    sigma = backend.sampling_sigmas(4)[1:2]
+    noise = torch.randn((1, *backend.latent_shape), generator=torch.Generator().manual_seed(0))
+
+    def ksampler_eps(conditioning, cfg: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x, eps) of one step of ComfyUI's sampler at σ, with a sampler that only records the model's output."""
+        seen = {}
+
+        def one_call(model, x, sigmas, extra_args=None, callback=None, disable=None):
+            seen["x"] = x
+            seen["denoised"] = model(x, sigmas[0] * x.new_ones(len(x)), **(extra_args or {}))
+            return seen["denoised"]
+
+        comfy.sample.sample_custom(backend.patcher, noise, cfg, comfy.samplers.KSAMPLER(one_call),
+                                   torch.cat([sigma, sigma.new_zeros(1)]).cpu(), conditioning, negative,
+                                   torch.zeros_like(noise), seed=0)
+        x = seen["x"].float()
+        return x, ((x - seen["denoised"].float()) / sigma.cpu()).cpu()
+
+    x, cfg_eps = ksampler_eps(positive, options.guidance)
+    batch = {"x": x.to(backend.device), "sigma": sigma, "c": backend.encode_prompts([options.prompt]),
+             "c_ref": backend.encode_prompts([""]), "y": backend.encode_vectors([options.prompt]),
+             "y_ref": backend.encode_vectors([""])}
+    batch = {k: v for k, v in batch.items() if v is not None}
+    with torch.no_grad():
+        trainer_eps = teacher_noise(backend, batch, options.guidance).float().cpu()
+        unguided = single_call(backend, batch, batch["c"])
+    report = {
+        "family": info.model_family, "vector_input": "y" in batch,
+        "max_abs_difference": float((trainer_eps - cfg_eps).abs().max()),
+        "mean_abs_eps": float(cfg_eps.abs().mean()),
+        "mean_abs_cfg_minus_unguided": float((cfg_eps - unguided.float().cpu()).abs().mean()),
+    }
+    if options.sharpener:
+        from dice_pack.nodes.sharpen import SharpenConditioning
+        from dice_pack.sharpeners import load_sharpener
+
+        sharpener = load_sharpener(options.sharpener)
+        sharpened = SharpenConditioning().apply(positive, negative, sharpener, 1.0)[0]
+        _, node_eps = ksampler_eps(sharpened, 1.0)
+        network = sharpener.network.to(backend.device)
+        with torch.no_grad():
+            student = single_call(backend, batch, batch["c"] + network(batch["c"], batch["c_ref"])).float().cpu()
+        report["sharpened_max_abs_difference"] = float((student - node_eps).abs().max())
+        report["mean_abs_sharpened_minus_unguided"] = float((student - unguided.float().cpu()).abs().mean())
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
