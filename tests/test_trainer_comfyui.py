@@ -87,10 +87,15 @@ def test_a_captioned_folder_trains_saves_and_the_file_loads_in_the_nodes(comfy):
     assert loaded.info.clip_skip == 2 and loaded.info.prediction_type == "eps"
 
 
-def test_prompts_only_makes_its_own_training_latents(comfy):
-    _, _, folder, checkpoint = comfy
+def prompts_file(folder: Path) -> Path:
     prompts = folder / "prompts.txt"
     prompts.write_text("a red fox\na lighthouse at dusk\n")
+    return prompts
+
+
+def test_prompts_only_makes_its_own_training_latents(comfy):
+    _, _, folder, checkpoint = comfy
+    prompts = prompts_file(folder)
     out = folder / "from_prompts.safetensors"
     done = train(comfy, "--ckpt", str(checkpoint), "--data", str(prompts), "--steps", "1", "--batch", "2",
                  "--name", "prompts", "--out", str(out))
@@ -111,8 +116,7 @@ def test_the_teacher_is_the_ksamplers_cfg(comfy):
 
 def test_sdxl_trains_with_pooled_and_size_inputs_and_the_nodes_give_the_students_prediction(comfy_sdxl):
     _, _, folder, checkpoint = comfy_sdxl
-    prompts = folder / "prompts.txt"
-    prompts.write_text("a red fox\na lighthouse at dusk\n")
+    prompts = prompts_file(folder)
     out = folder / "tiny_sdxl_dice.safetensors"
     done = train(comfy_sdxl, "--ckpt", str(checkpoint), "--data", str(prompts), "--steps", "2", "--batch", "2",
                  "--eval-batch", "4", "--out", str(out))
