@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+import numpy
 import torch
 
 
@@ -31,7 +32,7 @@ class DiffusionBackend(Protocol):
     def sampling_sigmas(self, steps: int) -> torch.Tensor:
         """steps + 1 noise levels from the largest down to 0, for sample grids."""
 
-    def decode(self, latents: torch.Tensor) -> "numpy.ndarray":
+    def decode(self, latents: torch.Tensor) -> numpy.ndarray:
         """uint8 [N, H, W, 3] images of latents."""
 
     def predict_noise(self, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor,
