@@ -22,8 +22,9 @@ from .sampler import sample
 # ComfyUI's model classes this trainer drives, and the family name written into the sharpener file.
 SUPPORTED = {"SD15": "sd15", "SD20": "sd2", "SDXL": "sdxl", "SSD1B": "sdxl", "Segmind_Vega": "sdxl",
              "KOALA_700M": "sdxl", "KOALA_1B": "sdxl"}
-# Training image size when --resolution is not given: each family's native size (SD2's v models are 768).
-NATIVE_RESOLUTION = {"sd15": 512, "sd2": 512, "sdxl": 1024}
+# Training image size when --resolution is not given: the size each family and prediction type was trained at.
+NATIVE_RESOLUTION = {("sd15", "eps"): 512, ("sd15", "v"): 512, ("sd2", "eps"): 512, ("sd2", "v"): 768,
+                     ("sdxl", "eps"): 1024, ("sdxl", "v"): 1024}
 # Families whose UNet also takes a vector y: the pooled text (unchanged by the sharpener) and the image size.
 VECTOR_INPUT = {"sdxl"}
 PREDICTION = {"EPS": "eps", "V_PREDICTION": "v"}
@@ -221,7 +222,7 @@ def comfy_run(args):
         raise SystemExit(str(error)) from None
     prediction = PREDICTION.get(getattr(patcher.model.model_type, "name", ""), "eps")
     family = SUPPORTED[kind]
-    resolution = args.resolution or (768 if family == "sd2" and prediction == "v" else NATIVE_RESOLUTION[family])
+    resolution = args.resolution or NATIVE_RESOLUTION[family, prediction]
     if resolution % 8:
         raise SystemExit(f"--resolution {resolution}: must be a multiple of 8")
     from .cli import file_sha256
