@@ -32,3 +32,17 @@ def test_predict_noise_takes_a_batch_of_noise_levels(testbed):
     sigma = testbed.schedule.sigmas[torch.tensor([10, 500, 999])]
     eps = testbed.predict_noise(x, sigma, testbed.encode_prompts(["a", "b", "c"]))
     assert eps.shape == x.shape and torch.isfinite(eps).all()
+
+
+def test_the_build_trains_the_configured_unet_width_and_reloads_it(tmp_path):
+    from dice_pack.training.testbed import build
+
+    # The width is part of the build's config, so a variant's weights reload into the same shape.
+    config = dict(build.CONFIG, unet_channels=(16, 32), unet_steps=2, unet_batch=4, unet_warmup=1)
+    latents = torch.randn(8, 4, 8, 8)
+    embeddings = torch.randn(3, 77, 384).half()
+    caption_index = torch.tensor([0, 1] * 4)
+    trained = build.build_unet(tmp_path, latents, embeddings, caption_index, config)
+    assert trained.config.channels == (16, 32)
+    reloaded = build.build_unet(tmp_path, latents, embeddings, caption_index, config)
+    assert all(torch.equal(a, b) for a, b in zip(trained.state_dict().values(), reloaded.state_dict().values()))
