@@ -46,3 +46,17 @@ def test_the_build_trains_the_configured_unet_width_and_reloads_it(tmp_path):
     assert trained.config.channels == (16, 32)
     reloaded = build.build_unet(tmp_path, latents, embeddings, caption_index, config)
     assert all(torch.equal(a, b) for a, b in zip(trained.state_dict().values(), reloaded.state_dict().values()))
+
+
+def test_a_build_stage_starts_from_the_same_weights_whatever_ran_before_it(tmp_path):
+    from dice_pack.training.testbed import build
+
+    # A rerun that loads cached earlier stages must train the same network as a run that made them.
+    config = dict(build.CONFIG, autoencoder_steps=0)
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    images = np.zeros((4, 32, 32, 3), np.uint8)
+    torch.manual_seed(123)
+    first = build.build_autoencoder(tmp_path / "a", images, config)
+    torch.randn(1000)
+    second = build.build_autoencoder(tmp_path / "b", images, config)
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values()))

@@ -90,11 +90,12 @@ def build_text(work: Path, captions: list[str], encoder: TextEncoder) -> tuple[t
 
 def build_autoencoder(work: Path, images: np.ndarray, config: dict) -> Autoencoder:
     path, done = stage(work, "autoencoder.safetensors")
+    # Seeded before the network is made, so its initial weights do not depend on which stages ran before.
+    torch.manual_seed(config["seed"])
     network = Autoencoder()
     if done:
         network.load_state_dict(load_file(path))
         return network.eval()
-    torch.manual_seed(config["seed"])
     optimizer = torch.optim.AdamW(network.parameters(), lr=config["autoencoder_lr"], weight_decay=0.0)
     steps, batch = config["autoencoder_steps"], config["autoencoder_batch"]
     progress = Progress(steps, "autoencoder", "steps")
@@ -207,11 +208,11 @@ def build_unet(work: Path, latents: torch.Tensor, embeddings: torch.Tensor, capt
 
 def build_features(work: Path, config: dict) -> FeatureNet:
     path, done = stage(work, "features.safetensors")
+    torch.manual_seed(config["seed"])
     network = FeatureNet()
     if done:
         network.load_state_dict(load_file(path))
         return network.eval()
-    torch.manual_seed(config["seed"])
     images, _, _, drawn = make_dataset(config["feature_images"] * 2, config["seed"] + 7)
     single = [i for i, scene in enumerate(drawn) if len(scene.things) == 1][: config["feature_images"]]
     images = torch.from_numpy(images[single])
