@@ -12,7 +12,7 @@ import json
 import os
 import platform
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -231,6 +231,29 @@ def build_features(work: Path, config: dict) -> FeatureNet:
     return network.eval()
 
 
+@dataclass
+class Stages:
+    """What the UNet is trained on and judged by: every stage of the build but the UNet."""
+    embeddings: torch.Tensor
+    caption_index: torch.Tensor
+    autoencoder: Autoencoder
+    latents: torch.Tensor
+    scale: float
+    features: FeatureNet
+
+
+def build_stages_before_unet(work: Path, config: dict, encoder: TextEncoder,
+                             run=lambda name, function, *args: function(*args)) -> Stages:
+    """Make or load every stage but the UNet; run(name, function, *args) lets the build time each one."""
+    images, captions = run("data", build_data, work, config)
+    embeddings, caption_index = run("text", build_text, work, captions, encoder)
+    autoencoder = run("autoencoder", build_autoencoder, work, images, config)
+    latents, scale = run("latents", build_latents, work, images, autoencoder)
+    autoencoder = run("decoder", build_decoder, work, images, latents, scale, autoencoder, config)
+    features = run("features", build_features, work, config)
+    return Stages(embeddings, caption_index, autoencoder, latents, scale, features)
+
+
 def export(autoencoder: Autoencoder, unet: UNet, features: FeatureNet, scale: float, out: Path) -> None:
     """fp16 weights and their configuration, as committed."""
     out.mkdir(parents=True, exist_ok=True)
@@ -341,9 +364,10 @@ def write_model_card(out: Path, figures: dict, networks: dict[str, torch.nn.Modu
         "widths 32/64, 2,500 steps fell just short on alignment over 1,000 prompts, +19.1 points), so this build",
         f"trains widths {'/'.join(map(str, config['unet_channels']))} for {config['unet_steps']:,} steps. The price is a weaker model "
         "(CFG's alignment is about half of the 5,000-step UNet's), and DICE is measured on it.", "",
-        "The rows above and the committed weights come from builds in which the autoencoder's and the feature",
-        "network's initial weights depended on which stages had run before (fixed since: every stage is seeded",
-        "before its network is made, so a rerun over cached stages trains what a fresh run does).",
+        "The rows above, and the weights first committed with this configuration, came from builds in which",
+        "the autoencoder's and the feature network's initial weights depended on which stages had run before",
+        "(fixed since: every stage is seeded before its network is made, so a rerun over cached stages trains",
+        "what a fresh run does).",
         "The fixed build, from scratch, scores at 2,750 UNet steps 13.0 / 1374 unguided and 28.9 / 567 under CFG",
         "(+15.9 points), and at 3,000 steps 17.9 / 1006 and 36.0 / 502 (+18.1 points): FD halves, but the",
         "alignment lead falls short of 20. The window that shows both of CFG's wins is narrower than the",
@@ -390,13 +414,9 @@ def main() -> None:
         return result
 
     encoder = TextEncoder()
-    images, captions = timed("data", build_data, work, config)
-    embeddings, caption_index = timed("text", build_text, work, captions, encoder)
-    autoencoder = timed("autoencoder", build_autoencoder, work, images, config)
-    latents, scale = timed("latents", build_latents, work, images, autoencoder)
-    autoencoder = timed("decoder", build_decoder, work, images, latents, scale, autoencoder, config)
-    unet = timed("unet", build_unet, work, latents, embeddings, caption_index, config)
-    features = timed("features", build_features, work, config)
+    stages = build_stages_before_unet(work, config, encoder, timed)
+    unet = timed("unet", build_unet, work, stages.latents, stages.embeddings, stages.caption_index, config)
+    autoencoder, features, scale, embeddings = stages.autoencoder, stages.features, stages.scale, stages.embeddings
     export(autoencoder, unet, features, scale, out)
     testbed = Testbed(autoencoder, unet, scale, text=encoder, features=features)
     figures = timed("evaluate", evaluate, testbed, config, out)

@@ -1,6 +1,6 @@
 """Train a UNet variant on the build's cached stages and score it unguided and under CFG (the testbed's bar).
 
-    python -m training.testbed.variants --channels 32,64 --steps 2500            # ~8 min on 2 CPU cores
+    python -m training.testbed.variants --channels 32,64 --steps 2500            # about 10 min on 2 CPU cores
     python -m training.testbed.variants --channels 64,128 --steps 3000 --prompts 1000
 
 The data, text, autoencoder and feature stages are the build's own (made in --work when missing); the UNet
@@ -43,17 +43,13 @@ def main() -> None:
     variant.mkdir(parents=True, exist_ok=True)
 
     encoder = TextEncoder()
-    images, captions = build.build_data(work, config)
-    embeddings, caption_index = build.build_text(work, captions, encoder)
-    autoencoder = build.build_autoencoder(work, images, config)
-    latents, scale = build.build_latents(work, images, autoencoder)
-    autoencoder = build.build_decoder(work, images, latents, scale, autoencoder, config)
-    features = build.build_features(work, config)
+    stages = build.build_stages_before_unet(work, config, encoder)
     started = time.time()
-    unet = build.build_unet(variant, latents, embeddings, caption_index, config)
+    unet = build.build_unet(variant, stages.latents, stages.embeddings, stages.caption_index, config)
     trained_seconds = round(time.time() - started)
 
-    testbed = Testbed(autoencoder, unet, scale, text=encoder, features=features)
+    features = stages.features
+    testbed = Testbed(stages.autoencoder, unet, stages.scale, text=encoder, features=features)
     count = options.prompts
     # The same reference as the build's model card: features of at least 5,000 held-out real images.
     prompts, named, real = evaluation_prompts(max(2 * count, config["eval_real_images"]))
