@@ -60,3 +60,22 @@ def test_a_build_stage_starts_from_the_same_weights_whatever_ran_before_it(tmp_p
     torch.randn(1000)
     second = build.build_autoencoder(tmp_path / "b", images, config)
     assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values()))
+
+
+def test_a_build_stage_made_with_other_settings_is_made_again(tmp_path):
+    from dice_pack.training.testbed import build
+
+    # Changing the config and rerunning must not silently reuse a stage trained with the old settings.
+    config = dict(build.CONFIG, unet_channels=(16, 32), unet_steps=2, unet_batch=4, unet_warmup=1)
+    latents = torch.randn(8, 4, 8, 8)
+    embeddings = torch.randn(3, 77, 384).half()
+    caption_index = torch.tensor([0, 1] * 4)
+    short = build.build_unet(tmp_path, latents, embeddings, caption_index, config)
+    assert build.stage_is_current(tmp_path, "unet.safetensors", config)
+    longer = dict(config, unet_steps=3)
+    assert not build.stage_is_current(tmp_path, "unet.safetensors", longer)
+    retrained = build.build_unet(tmp_path, latents, embeddings, caption_index, longer)
+    assert not all(torch.equal(a, b) for a, b in zip(short.state_dict().values(), retrained.state_dict().values()))
+    assert build.stage_is_current(tmp_path, "unet.safetensors", longer)
+    # A change upstream (the data) makes the UNet stale too.
+    assert not build.stage_is_current(tmp_path, "unet.safetensors", dict(longer, train_images=123))
