@@ -34,17 +34,22 @@ def test_predict_noise_takes_a_batch_of_noise_levels(testbed):
     assert eps.shape == x.shape and torch.isfinite(eps).all()
 
 
+def tiny_unet_stage():
+    """A 2-step, 16/32-wide UNet config and made-up latents and captions for it."""
+    from dice_pack.training.testbed import build
+
+    config = dict(build.CONFIG, unet_channels=(16, 32), unet_steps=2, unet_batch=4, unet_warmup=1)
+    return config, (torch.randn(8, 4, 8, 8), torch.randn(3, 77, 384).half(), torch.tensor([0, 1] * 4))
+
+
 def test_the_build_trains_the_configured_unet_width_and_reloads_it(tmp_path):
     from dice_pack.training.testbed import build
 
     # The width is part of the build's config, so a variant's weights reload into the same shape.
-    config = dict(build.CONFIG, unet_channels=(16, 32), unet_steps=2, unet_batch=4, unet_warmup=1)
-    latents = torch.randn(8, 4, 8, 8)
-    embeddings = torch.randn(3, 77, 384).half()
-    caption_index = torch.tensor([0, 1] * 4)
-    trained = build.build_unet(tmp_path, latents, embeddings, caption_index, config)
+    config, inputs = tiny_unet_stage()
+    trained = build.build_unet(tmp_path, *inputs, config)
     assert trained.config.channels == (16, 32)
-    reloaded = build.build_unet(tmp_path, latents, embeddings, caption_index, config)
+    reloaded = build.build_unet(tmp_path, *inputs, config)
     assert all(torch.equal(a, b) for a, b in zip(trained.state_dict().values(), reloaded.state_dict().values()))
 
 
@@ -66,15 +71,12 @@ def test_a_build_stage_made_with_other_settings_is_made_again(tmp_path):
     from dice_pack.training.testbed import build
 
     # Changing the config and rerunning must not silently reuse a stage trained with the old settings.
-    config = dict(build.CONFIG, unet_channels=(16, 32), unet_steps=2, unet_batch=4, unet_warmup=1)
-    latents = torch.randn(8, 4, 8, 8)
-    embeddings = torch.randn(3, 77, 384).half()
-    caption_index = torch.tensor([0, 1] * 4)
-    short = build.build_unet(tmp_path, latents, embeddings, caption_index, config)
+    config, inputs = tiny_unet_stage()
+    short = build.build_unet(tmp_path, *inputs, config)
     assert build.stage_is_current(tmp_path, "unet.safetensors", config)
     longer = dict(config, unet_steps=3)
     assert not build.stage_is_current(tmp_path, "unet.safetensors", longer)
-    retrained = build.build_unet(tmp_path, latents, embeddings, caption_index, longer)
+    retrained = build.build_unet(tmp_path, *inputs, longer)
     assert not all(torch.equal(a, b) for a, b in zip(short.state_dict().values(), retrained.state_dict().values()))
     assert build.stage_is_current(tmp_path, "unet.safetensors", longer)
     # A change upstream (the data) makes the UNet stale too.
