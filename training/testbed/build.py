@@ -96,7 +96,10 @@ def stage(work: Path, name: str, config: dict) -> tuple[Path, bool]:
 
 def stage_done(path: Path, name: str, config: dict) -> None:
     """Record the settings beside a stage's output, once the output itself is in place."""
-    settings_file(path).write_text(json.dumps(stage_settings(name, config), indent=2) + "\n")
+    recorded = settings_file(path)
+    temporary = recorded.with_name(f".{recorded.name}.tmp")
+    temporary.write_text(json.dumps(stage_settings(name, config), indent=2) + "\n")
+    os.replace(temporary, recorded)
 
 
 def cosine_lr(step: int, total: int, peak: float, warmup: int) -> float:
@@ -441,10 +444,12 @@ def main() -> None:
     parser.add_argument("--work", default="runs/testbed_build", help="stage outputs, reused when present")
     parser.add_argument("--out", default=str(WEIGHTS), help="where the fp16 weights and model card go")
     parser.add_argument("--quick", action="store_true", help="a tiny run to check the pipeline (minutes)")
+    parser.add_argument("--seed", type=int, default=CONFIG["seed"], help="seed of the data and of every network "
+                        "(another seed shows how much the figures owe to one draw)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     options = parser.parse_args()
     torch.set_num_threads(options.threads)
-    config = dict(CONFIG)
+    config = dict(CONFIG, seed=options.seed)
     if options.quick:
         config.update(train_images=2000, autoencoder_steps=30, decoder_steps=10, unet_steps=30, feature_images=1000, feature_steps=30,
                       eval_prompts=64, eval_real_images=128, eval_steps=4)
