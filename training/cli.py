@@ -32,7 +32,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--name", help="run name (default: from the checkpoint)")
     p.add_argument("--runs", default=str(PACK_ROOT / "runs"), help="where checkpoints, samples and summaries go")
     p.add_argument("--resume", nargs="?", const="auto", help="continue a run exactly (default: its last checkpoint)")
-    p.add_argument("--steps", type=int, default=None, help="optimizer steps (default 8000; testbed 400)")
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps (default 8000; testbed 1200)")
     p.add_argument("--batch", type=int, default=None, help="samples per step and process (default 16; testbed 32)")
     p.add_argument("--lr", type=float, default=None, help="AdamW learning rate (default 2e-4, the paper's; testbed 1e-3)")
     p.add_argument("--guidance", type=float, default=5.0, help="the CFG scale the sharpener learns to imitate")
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> dict:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))  # before ComfyUI picks its device
     if args.testbed:
         backend, info, name, prompts = testbed_run(args)
-        defaults = {"steps": 400, "batch": 32, "lr": 1e-3, "save_every": 100, "sample_every": 200}
+        defaults = {"steps": 1200, "batch": 32, "lr": 1e-3, "save_every": 200, "sample_every": 400}
     else:
         from .comfy_backend import comfy_run
 
