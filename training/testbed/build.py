@@ -90,7 +90,8 @@ def stage(work: Path, name: str, config: dict) -> tuple[Path, bool]:
     path = work / name
     done = stage_is_current(work, name, config)
     if path.exists() and not done:
-        print(f"[testbed] {name} in {work} was made with other settings; making it again", flush=True)
+        print(f"[testbed] {name} in {work} was made with other settings (or by an older build); making it again",
+              flush=True)
     return path, done
 
 
@@ -404,7 +405,7 @@ def write_model_card(out: Path, figures: dict, networks: dict[str, torch.nn.Modu
         "the UNet sampled well without guidance and at w = 5 CFG trades diversity for alignment. CFG wins on FD",
         "only where unguided samples are poor, as SD1.5's are. Trials on the same data and autoencoder, changing",
         "only the UNet's width and steps (`python -m training.testbed.variants --channels C --steps S --prompts N`",
-        "reruns a row; FD is higher over 500 prompts than over 1,000, so compare within a row):", "",
+        "runs such a trial on today's build; FD is higher over 500 prompts than over 1,000, so compare within a row):", "",
         "| UNet widths, steps | prompts | unguided alignment / FD | CFG w = 5 alignment / FD |", "|---|---|---|---|",
         "| 64/128, 1,500 | 500 | 4.4 / 1811 | 11.2 / 1621 |",
         "| 32/64, 2,000 | 1,000 | 3.6 / 2741 | 11.1 / 1021 |",
