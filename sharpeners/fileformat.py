@@ -91,7 +91,7 @@ def _sniff(path: str) -> None:
     try:
         size = os.path.getsize(path)
         with open(path, "rb") as f:
-            head = f.read(8)
+            head = f.read(9)
     except FileNotFoundError:
         raise SharpenerFileError(f"{path}: no such file") from None
     except OSError as error:
@@ -101,13 +101,15 @@ def _sniff(path: str) -> None:
             f"{path}: is a PyTorch pickle archive (torch.save) renamed to .safetensors; "
             "DICE never unpickles files because a pickle can run code. Use a .safetensors sharpener."
         )
-    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+    # A safetensors header is JSON right after its length; a length such as 1152 (bytes 80 04 00…) looks like a
+    # pickle's opening, so only a file without that JSON brace counts as one.
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05") and head[8:9] != b"{":
         raise SharpenerFileError(
             f"{path}: is a Python pickle, not safetensors; DICE never unpickles files because a pickle can run code"
         )
     if size < 8:
         raise SharpenerFileError(f"{path}: is {size} bytes, too short to be a safetensors file")
-    (header_length,) = struct.unpack("<Q", head)
+    (header_length,) = struct.unpack("<Q", head[:8])
     if header_length > size - 8:
         raise SharpenerFileError(
             f"{path}: is truncated or not safetensors (its header claims {header_length} bytes, "

@@ -123,6 +123,24 @@ def test_raw_pickle_renamed_to_safetensors_is_refused_and_never_run(tmp_path, mo
     assert not (tmp_path / "should-never-exist").exists()
 
 
+@pytest.mark.parametrize("header_length", [0x480, 0x580])
+def test_a_sharpener_whose_header_length_starts_like_a_pickle_still_loads(sharpener, tmp_path, header_length):
+    # Headers of 1152 and 1408 bytes (a sharpener's is about 1,100) are stored as 80 04 00… and 80 05 00…, the
+    # bytes a pickle of protocol 4 or 5 starts with.
+    path = tmp_path / "lucky.safetensors"
+
+    def header_with(name: str) -> int:
+        save_sharpener(path, sharpener, TrainingInfo(base_checkpoint=name))
+        return struct.unpack("<Q", path.read_bytes()[:8])[0]
+
+    # Each character of the checkpoint name adds one byte to the header (then padded to a multiple of 8).
+    shortfall = header_length - header_with("")
+    name = next(n for n in ("x" * (shortfall - k) for k in range(8)) if header_with(n) == header_length)
+    info = TrainingInfo(base_checkpoint=name)
+    assert path.read_bytes()[:2] == bytes([0x80, header_length >> 8])
+    assert load_sharpener(path).info.base_checkpoint == info.base_checkpoint
+
+
 def test_garbage_with_a_plausible_length_field_is_refused(tmp_path):
     path = tmp_path / "garbage.safetensors"
     path.write_bytes(struct.pack("<Q", 10) + b"not json!!" + b"\0" * 20)
