@@ -21,12 +21,13 @@ def closure(value: float, unguided: float, cfg: float) -> float:
 class Scorer:
     """Alignment and Fréchet distance of generated images for the first `count` held-out prompts."""
 
-    def __init__(self, testbed, count: int) -> None:
+    def __init__(self, testbed, count: int, prompt_seed: int = 1234) -> None:
         from dice_pack.training.testbed.features import image_features
         from dice_pack.training.testbed.model import evaluation_prompts
 
         self.testbed, self.count = testbed, count
-        self.captions, self.named, self.real = evaluation_prompts(max(count, 5000))
+        # FD compares against 5,000 real images at least, so small prompt counts do not inflate it.
+        self.captions, self.named, self.real = evaluation_prompts(max(count, 5000), prompt_seed)
         self.real_features = image_features(testbed.features, self.real)
 
     def score(self, images) -> dict:

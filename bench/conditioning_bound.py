@@ -5,8 +5,10 @@
 DICE can only change the text embedding, and one embedding serves every noise level. This fits, for a fixed set
 of testbed prompts, a free offset per prompt (no network, no sharing between prompts) to the CFG teacher on fresh
 noise at every step, and reports the held-out distance ratio |eps(c + o) − eps_CFG| / |eps(c) − eps_CFG| on other
-noise for the same prompts: the trainer's ratio for a sharpener that had memorised each prompt. Prints the ratio
-as it falls and, on its last line, one JSON object.
+noise for the same prompts: the trainer's ratio for a sharpener that had memorised each prompt. With --images N it
+then samples N seeds of every prompt (DPM-Solver++(2M), --sample-steps) with the fitted embeddings, unguided and with
+CFG, and reports their alignment: how much of CFG's image quality any single embedding per prompt reaches under the
+one-step noise objective. Prints the ratio as it falls and, on its last line, one JSON object.
 """
 from __future__ import annotations
 
@@ -27,9 +29,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--guidance", type=float, default=5.0)
+    parser.add_argument("--images", type=int, default=0, help="seeds per prompt to sample with the fitted offsets")
+    parser.add_argument("--sample-steps", type=int, default=20)
     options = parser.parse_args()
     load_pack()
     from dice_pack.training.loop import teacher_noise
+    from dice_pack.training.testbed.evaluator import alignment
     from dice_pack.training.testbed.data import caption, random_named_scene, realise, render
     from dice_pack.training.testbed.model import Testbed
 
@@ -73,8 +78,18 @@ def main() -> None:
             history.append({"step": step + 1, "ratio": ratio(), "offset_norm_over_c": float(offset.norm() / c.norm())})
             print(f"step {step + 1}: held-out ratio {history[-1]['ratio']:.3f}, |offset|/|c| "
                   f"{history[-1]['offset_norm_over_c']:.2f}", flush=True)
+    images = {}
+    if options.images:
+        seeds = list(range(options.images * options.prompts))
+        repeat = lambda t: t.repeat_interleave(options.images, dim=0)  # noqa: E731
+        scenes = [scene for scene in named for _ in range(options.images)]
+        for label, context, scale in (("unguided", c, 1.0), ("cfg", c, options.guidance),
+                                      ("fitted offsets", (c + offset).detach(), 1.0)):
+            generated = testbed.generate(repeat(context), seeds, steps=options.sample_steps, cfg_scale=scale)
+            images[label] = alignment(generated, scenes)
+            print(f"{label}: alignment {images[label]:.1f} % over {len(seeds)} images", flush=True)
     print(json.dumps({"prompts": options.prompts, "steps": options.steps, "lr": options.lr, "history": history,
-                      "final_ratio": history[-1]["ratio"]}))
+                      "final_ratio": history[-1]["ratio"], "alignment": images}))
 
 
 if __name__ == "__main__":

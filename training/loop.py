@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -28,6 +29,7 @@ class TrainConfig:
     steps: int = 8000
     batch: int = 16
     lr: float = 2e-4
+    lr_schedule: str = "constant"
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 1e-2
     guidance: float = 5.0
@@ -71,6 +73,13 @@ def single_call(backend: DiffusionBackend, batch: dict, context: torch.Tensor) -
 
 def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, kind: str) -> torch.Tensor:
     return F.l1_loss(student.float(), teacher.float()) if kind == "l1" else F.mse_loss(student.float(), teacher.float())
+
+
+def learning_rate(config: TrainConfig, step: int) -> float:
+    """The rate at step: constant, or a cosine from config.lr down to zero at the last step."""
+    if config.lr_schedule == "cosine":
+        return config.lr * 0.5 * (1 + math.cos(math.pi * step / max(config.steps, 1)))
+    return config.lr
 
 
 def reference_prompts(count: int, negatives: list[str], rng: random.Random) -> list[str]:
@@ -162,6 +171,9 @@ def train(config: TrainConfig, backend: DiffusionBackend, info: RunInfo, run_dir
         else:
             generator.manual_seed(config.seed + 1000 * dist.rank + start)
         log(f"resumed from {resume} at step {start}")
+        if config.lr_schedule != "constant" and state["config"].get("steps") != config.steps:
+            log(f"the {config.lr_schedule} learning-rate schedule now ends at step {config.steps}, not "
+                f"{state['config'].get('steps')}: the rest of the run follows the new length")
     model = dist.wrap(sharpener)
     scaler = torch.amp.GradScaler("cuda", enabled=dist.device.type == "cuda" and config.mixed_precision in ("auto", "fp16")
                                   and not torch.cuda.is_bf16_supported())
@@ -180,6 +192,8 @@ def train(config: TrainConfig, backend: DiffusionBackend, info: RunInfo, run_dir
     for step in range(start, config.steps):
         begun = time.time()
         batch = make_batch(backend, config.batch, generator, config.negatives, dist.device)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(config, step)
         with torch.no_grad(), autocast(dist.device, config.mixed_precision):
             teacher = teacher_noise(backend, batch, config.guidance)
         with autocast(dist.device, config.mixed_precision):

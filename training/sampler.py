@@ -36,13 +36,9 @@ def guided(predict: NoisePredictor, context: torch.Tensor, null: torch.Tensor | 
     return cfg
 
 
-@torch.no_grad()
-def sample(predict: NoisePredictor, context: torch.Tensor, sigmas: torch.Tensor, seeds: list[int],
-           latent_shape: tuple[int, ...], null: torch.Tensor | None = None, cfg_scale: float = 1.0,
-           method: str = "dpmpp_2m", y: torch.Tensor | None = None, null_y: torch.Tensor | None = None) -> torch.Tensor:
-    """Latents x_0 for each prompt embedding in context, starting from σ_max·noise(seed); y, null_y: vector inputs."""
-    eps_of = guided(predict, context, null, cfg_scale, y, null_y)
-    x = initial_noise(seeds, latent_shape).to(context.device) * sigmas[0]
+def sampling_run(eps_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: torch.Tensor, sigmas: torch.Tensor,
+                 method: str = "dpmpp_2m") -> torch.Tensor:
+    """x_0 from x at sigmas[0], one eps_of(x, σ) per step; differentiable, so callers choose no_grad or not."""
     previous_denoised = None
     for i in range(len(sigmas) - 1):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
@@ -62,3 +58,12 @@ def sample(predict: NoisePredictor, context: torch.Tensor, sigmas: torch.Tensor,
             raise ValueError(f"unknown sampling method {method!r}: use 'euler' or 'dpmpp_2m'")
         previous_denoised = denoised
     return x
+
+
+@torch.no_grad()
+def sample(predict: NoisePredictor, context: torch.Tensor, sigmas: torch.Tensor, seeds: list[int],
+           latent_shape: tuple[int, ...], null: torch.Tensor | None = None, cfg_scale: float = 1.0,
+           method: str = "dpmpp_2m", y: torch.Tensor | None = None, null_y: torch.Tensor | None = None) -> torch.Tensor:
+    """Latents x_0 for each prompt embedding in context, starting from σ_max·noise(seed); y, null_y: vector inputs."""
+    x = initial_noise(seeds, latent_shape).to(context.device) * sigmas[0]
+    return sampling_run(guided(predict, context, null, cfg_scale, y, null_y), x, sigmas, method)

@@ -151,8 +151,12 @@ class UNet(nn.Module):
             self.upsample.append(nn.Upsample(scale_factor=2) if i > 0 else nn.Identity())
         self.out = nn.Sequential(norm(c[0]), nn.SiLU(), nn.Conv2d(c[0], config.latent_channels, 3, padding=1))
 
-    def forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor,
+                time_offset: torch.Tensor | None = None) -> torch.Tensor:
+        """eps; time_offset, if given, is added to the time embedding (a TeEFusion-style student's guidance input)."""
         time = self.time_mlp(timestep_embedding(timesteps, self.config.channels[0]))
+        if time_offset is not None:
+            time = time + time_offset
         context = self.context_in(context)
         h = self.conv_in(x)
         skips = []
