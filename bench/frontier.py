@@ -52,6 +52,11 @@ def variant_names(paths: list[str]) -> list[str]:
     return ["dice"] if len(paths) == 1 else [f"dice:{Path(p).stem}" for p in paths]
 
 
+def better(value: float, than: float, metric: str) -> bool:
+    """At least as good: higher alignment, lower FD."""
+    return value >= than if metric == "alignment" else value <= than
+
+
 def bar_verdicts(rows: list[dict], name: str) -> list[str]:
     """The issue's bar for one DICE variant: equal-cost CFG beaten at 10 and 20 calls, 90 % of CFG's gap closed."""
     table = {(r["method"], r["steps"]): r for r in rows}
@@ -59,14 +64,18 @@ def bar_verdicts(rows: list[dict], name: str) -> list[str]:
     for calls in (10, 20):
         dice, cfg = table.get((name, calls)), table.get(("cfg", calls // 2))
         if dice and cfg:
-            met = dice["alignment"] >= cfg["alignment"] and dice["fd"] <= cfg["fd"]
+            met = better(dice["alignment"], cfg["alignment"], "alignment") and better(dice["fd"], cfg["fd"], "fd")
             lines.append(f"{name} at {calls} calls against CFG at {calls // 2} steps: alignment {dice['alignment']:.1f} "
                          f"vs {cfg['alignment']:.1f}, FD {dice['fd']:.1f} vs {cfg['fd']:.1f}: {'met' if met else 'NOT met'}")
     dice, cfg, unguided = table.get((name, 20)), table.get(("cfg", 20)), table.get(("unguided", 20))
     if dice and cfg and unguided:
         gaps = [closure(dice[k], unguided[k], cfg[k]) for k in ("alignment", "fd")]
-        lines.append(f"{name} at 20 calls closes {gaps[0]:.0%} of the alignment gap and {gaps[1]:.0%} of the FD gap to "
-                     f"CFG at 20 steps: {'met' if min(gaps) >= 0.9 else 'NOT met'} (bar 90 %)")
+        # Met when 90 % of the way from unguided to CFG, or past CFG itself (which also covers a prompt set where
+        # CFG is worse than unguided sampling, so there is no gap to close).
+        met = [gap >= 0.9 or better(dice[k], cfg[k], k) for gap, k in zip(gaps, ("alignment", "fd"))]
+        lines.append(f"{name} at 20 calls against CFG at 20 steps (40 calls): alignment {dice['alignment']:.1f} vs "
+                     f"{cfg['alignment']:.1f} ({gaps[0]:.0%} of the gap from unguided), FD {dice['fd']:.1f} vs "
+                     f"{cfg['fd']:.1f} ({gaps[1]:.0%}): {'met' if all(met) else 'NOT met'} (bar 90 % of each gap)")
     return lines
 
 

@@ -40,7 +40,8 @@ def test_the_written_file_loads_in_the_nodes_loader_with_its_training_metadata(t
 
 
 def test_resume_continues_exactly_as_an_uninterrupted_run(tmp_path):
-    common = ["--batch", "4", "--save-every", "2"]
+    # A constant rate, so a 2-step run is the first half of a 4-step one.
+    common = ["--batch", "4", "--save-every", "2", "--lr-schedule", "constant"]
     straight = tmp_path / "straight.safetensors"
     run(tmp_path, "--steps", "4", "--name", "straight", "--out", str(straight), *common)
     paused = tmp_path / "paused.safetensors"
@@ -126,3 +127,24 @@ def test_the_optimizer_runs_at_the_scheduled_rate(tmp_path):
     state = torch.load(tmp_path / "runs" / "cosine" / "checkpoint.pt", weights_only=True)
     # The last step (index 3 of 4) ran at 2e-3 · (1 + cos(3π/4)) / 2.
     assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(2e-3 * 0.5 * (1 + math.cos(3 * math.pi / 4)))
+
+
+def test_an_interrupted_cosine_run_resumes_exactly(tmp_path, monkeypatch):
+    import dice_pack.training.loop as loop
+
+    common = ["--steps", "4", "--batch", "4", "--save-every", "2", "--lr-schedule", "cosine"]
+    straight, paused = tmp_path / "straight.safetensors", tmp_path / "paused.safetensors"
+    run(tmp_path, "--name", "straight", "--out", str(straight), *common)
+    save_state = loop.save_state
+
+    def save_then_stop(*args):
+        save_state(*args)
+        raise KeyboardInterrupt  # the run is stopped right after its step-2 checkpoint
+
+    monkeypatch.setattr(loop, "save_state", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path, "--name", "paused", "--out", str(paused), *common)
+    monkeypatch.undo()
+    assert run(tmp_path, "--name", "paused", "--out", str(paused), "--resume", *common)["resumed_at"] == 2
+    a, b = load_file(straight), load_file(paused)
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -1,0 +1,49 @@
+"""What the lever experiments share: the testbed, its training captions encoded once, CFG's prediction."""
+from __future__ import annotations
+
+import random
+import time
+
+import torch
+
+
+def caption_pool(size: int = 2000):
+    """The testbed, the trainer's caption pool (same seed) as embeddings, and the empty prompt's embedding."""
+    from dice_pack.training.testbed.data import caption, random_named_scene
+    from dice_pack.training.testbed.model import TRAINING_POOL_SEED, Testbed
+
+    testbed = Testbed.load()
+    rng = random.Random(TRAINING_POOL_SEED)
+    captions = [caption(rng, random_named_scene(rng)) for _ in range(size)]
+    pool = torch.cat([testbed.encode_prompts(captions[i:i + 500]) for i in range(0, size, 500)])
+    return testbed, pool, testbed.null_embedding()
+
+
+def cfg_noise(testbed, x: torch.Tensor, sigma: torch.Tensor, c: torch.Tensor, null: torch.Tensor,
+              guidance: float = 5.0) -> torch.Tensor:
+    """CFG's prediction at w, cond and uncond in one batched call."""
+    eps = testbed.predict_noise(torch.cat([x, x]), torch.cat([sigma, sigma]), torch.cat([c, null.expand_as(c)]))
+    conditional, unconditional = eps.chunk(2)
+    return unconditional + guidance * (conditional - unconditional)
+
+
+class Fit:
+    """One optimizer step per call of step(loss), a line of progress now and then, and the file at the end."""
+
+    def __init__(self, sharpener, optimizer, steps: int, report_every: int) -> None:
+        self.sharpener, self.optimizer, self.steps, self.report_every = sharpener, optimizer, steps, report_every
+        self.begun = time.time()
+
+    def step(self, index: int, loss: torch.Tensor) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        if index % self.report_every == 0 or index + 1 == self.steps:
+            print(f"step {index + 1}/{self.steps} loss {loss.item():.4f} ({time.time() - self.begun:.0f} s)", flush=True)
+
+    def save(self, out: str) -> None:
+        from dice_pack.sharpeners import TrainingInfo, save_sharpener
+
+        save_sharpener(out, self.sharpener.eval(), TrainingInfo(
+            model_family="testbed-minilm", base_checkpoint="dice-testbed", training_steps=self.steps))
+        print(f"wrote {out}")
