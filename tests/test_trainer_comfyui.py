@@ -155,3 +155,26 @@ def test_no_comfyui_found_is_a_clear_error(tmp_path):
                            "--ckpt", "model.safetensors", "--data", str(tmp_path)],
                           capture_output=True, text=True, env={k: v for k, v in os.environ.items() if k != "COMFYUI_PATH"})
     assert done.returncode != 0 and "no ComfyUI found" in done.stderr
+
+
+def test_a_ksampler_at_cfg_one_on_sharpened_conditioning_makes_one_call_of_batch_one_per_step(comfy, tmp_path):
+    from dice_pack.sharpeners import Sharpener, SharpenerConfig, TrainingInfo, save_sharpener
+
+    root, python, _, checkpoint = comfy
+    sharpener = tmp_path / "random_sd15.safetensors"
+    save_sharpener(sharpener, Sharpener(SharpenerConfig(embed_dim=768)), TrainingInfo(base_checkpoint="tiny_sd15"))
+
+    def counted(*args):
+        done = subprocess.run([python, str(PACK_ROOT / "tests" / "host_checks" / "calls_per_step.py"),
+                               "--comfy-root", str(root), "--ckpt", str(checkpoint), "--sharpener", str(sharpener),
+                               *args], capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return json.loads(done.stdout.strip().splitlines()[-1])["cases"]
+
+    cases = counted()
+    assert {(c["sampler"], c["scheduler"]) for c in cases} >= {("euler", "normal"), ("dpmpp_2m", "normal"),
+                                                                ("dpmpp_2m", "karras")}
+    for case in cases:
+        assert case["calls"] == case["steps"] and case["batch_sizes"] == [1], case
+    # The count sees guidance: at cfg 5 the same graph batches the negative into every call.
+    assert counted("--cfg", "5", "--cases", "euler:normal")[0]["batch_sizes"] == [2]
