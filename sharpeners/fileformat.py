@@ -67,6 +67,12 @@ def _metadata_for(config: SharpenerConfig, info: TrainingInfo) -> dict[str, str]
     return values
 
 
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def save_sharpener(path: str | os.PathLike, network: Sharpener, info: TrainingInfo) -> None:
     """Write network and info to path atomically: a temporary file in the same folder, then a rename."""
     _parse_training_info(_metadata_for(network.config, info), str(path))
@@ -80,6 +86,8 @@ def save_sharpener(path: str | os.PathLike, network: Sharpener, info: TrainingIn
             out.write(payload)
             out.flush()
             os.fsync(out.fileno())
+        # mkstemp makes the file private; a sharpener gets the permissions of any file the user makes.
+        os.chmod(temporary, 0o666 & ~_current_umask())
         os.replace(temporary, target)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

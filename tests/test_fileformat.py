@@ -1,5 +1,6 @@
 import os
 import pickle
+import stat
 import struct
 from dataclasses import replace
 
@@ -219,3 +220,14 @@ def test_saving_refuses_training_info_it_could_not_read_back(sharpener, tmp_path
     with pytest.raises(SharpenerFileError, match="prediction_type"):
         save_sharpener(tmp_path / "x.safetensors", sharpener, replace(INFO, prediction_type="velocity"))
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_a_written_sharpener_gets_the_permissions_of_any_file_the_user_makes(sharpener, tmp_path, umask):
+    previous = os.umask(umask)
+    try:
+        path = tmp_path / "shared.safetensors"
+        save_sharpener(path, sharpener, TrainingInfo())
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+    finally:
+        os.umask(previous)
