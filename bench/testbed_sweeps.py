@@ -20,35 +20,27 @@ from common import TestbedBench, add_testbed_arguments
 COLOURS = {"dice": "#d62728", "cfg": "#1f77b4"}
 
 
-def svg_plot(curves: dict[str, list[tuple[float, float, str]]], path: Path) -> None:
-    """FD (x) against alignment (y), one labelled polyline per sweep; plain SVG, no plotting library."""
-    width, height, margin = 640, 420, 60
-    points = [p for curve in curves.values() for p in curve]
-    x_lo, x_hi = min(p[0] for p in points), max(p[0] for p in points)
-    y_lo, y_hi = min(p[1] for p in points), max(p[1] for p in points)
-    sx = lambda x: margin + (x - x_lo) / max(x_hi - x_lo, 1e-9) * (width - 2 * margin)  # noqa: E731
-    sy = lambda y: height - margin - (y - y_lo) / max(y_hi - y_lo, 1e-9) * (height - 2 * margin)  # noqa: E731
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
-             f'font-size="12"><rect width="100%" height="100%" fill="white"/>',
-             f'<line x1="{margin}" y1="{height - margin}" x2="{width - margin}" y2="{height - margin}" stroke="black"/>',
-             f'<line x1="{margin}" y1="{margin}" x2="{margin}" y2="{height - margin}" stroke="black"/>',
-             f'<text x="{width / 2}" y="{height - 15}" text-anchor="middle">Fréchet distance (lower is better)</text>',
-             f'<text x="15" y="{height / 2}" transform="rotate(-90 15 {height / 2})" text-anchor="middle">'
-             f'alignment % (higher is better)</text>',
-             f'<text x="{margin}" y="{height - margin + 15}">{x_lo:.0f}</text>',
-             f'<text x="{width - margin}" y="{height - margin + 15}" text-anchor="end">{x_hi:.0f}</text>',
-             f'<text x="{margin - 5}" y="{height - margin}" text-anchor="end">{y_lo:.0f}</text>',
-             f'<text x="{margin - 5}" y="{margin + 4}" text-anchor="end">{y_hi:.0f}</text>']
-    for row, (name, curve) in enumerate(curves.items()):
+def sweep_plot(curves: dict[str, list[tuple[float, float, str]]], path: Path) -> None:
+    """FD (x) against alignment (y), one labelled line per sweep, with matplotlib (SVG or PNG by the extension)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6.4, 4.2))
+    for name, curve in curves.items():
         colour = COLOURS[name.split()[0]]
-        coordinates = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y, _ in curve)
-        parts.append(f'<polyline points="{coordinates}" fill="none" stroke="{colour}" stroke-width="2"/>')
+        axis.plot([x for x, _, _ in curve], [y for _, y, _ in curve], marker="o", color=colour, label=name)
         for x, y, label in curve:
-            parts.append(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3" fill="{colour}"/>'
-                         f'<text x="{sx(x) + 5:.1f}" y="{sy(y) - 5:.1f}" fill="{colour}">{label}</text>')
-        parts.append(f'<text x="{width - margin}" y="{margin + 16 * row}" text-anchor="end" fill="{colour}">{name}</text>')
+            axis.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), color=colour, fontsize=8)
+    axis.set_xlabel("Fréchet distance (lower is better)")
+    axis.set_ylabel("alignment % (higher is better)")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(parts + ["</svg>"]) + "\n")
+    figure.savefig(path)
+    plt.close(figure)
 
 
 def main() -> None:
@@ -73,9 +65,9 @@ def main() -> None:
         found = dict(scorer.score(testbed.generate(context, seeds, steps=steps, cfg_scale=scale)), cfg=scale)
         figures["guidance_sweep"].append(found)
         print(f"CFG w={scale:g}: alignment {found['alignment']:.1f} %, FD {found['fd']:.2f}", flush=True)
-    svg_plot({"dice (α, 1 call/step)": [(f["fd"], f["alignment"], f"α {f['alpha']:g}") for f in figures["alpha_sweep"]],
-              "cfg (w, 2 calls/step)": [(f["fd"], f["alignment"], f"w {f['cfg']:g}") for f in figures["guidance_sweep"]]},
-             Path(options.plot))
+    sweep_plot({"dice (α, 1 call/step)": [(f["fd"], f["alignment"], f"α {f['alpha']:g}") for f in figures["alpha_sweep"]],
+                "cfg (w, 2 calls/step)": [(f["fd"], f["alignment"], f"w {f['cfg']:g}") for f in figures["guidance_sweep"]]},
+               Path(options.plot))
 
     # Which tokens does sharpening move? Words: [CLS] through the first [SEP]; padding: the [SEP]s after it.
     sharpened = sharpen(sharpener, context, null, 1.0)

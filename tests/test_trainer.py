@@ -148,3 +148,19 @@ def test_an_interrupted_cosine_run_resumes_exactly(tmp_path, monkeypatch):
     assert run(tmp_path, "--name", "paused", "--out", str(paused), "--resume", *common)["resumed_at"] == 2
     a, b = load_file(straight), load_file(paused)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_sample_grids_are_real_pngs_that_read_back_exactly(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from dice_pack.training.png import grid, save_png
+
+    images = np.random.default_rng(0).integers(0, 256, (6, 8, 8, 3), dtype=np.uint8)
+    picture = grid(images, columns=3, scale=2)
+    save_png(tmp_path / "grid.png", picture)
+    with Image.open(tmp_path / "grid.png") as read:
+        assert read.format == "PNG" and np.array_equal(np.asarray(read.convert("RGB")), picture)
+    with pytest.raises(ValueError, match="expected uint8"):
+        save_png(tmp_path / "bad.png", picture.astype(np.float32))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["grid.png"]
