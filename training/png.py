@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .checkpoint import write_atomic
+
 
 def grid(images: np.ndarray, columns: int, scale: int = 1, gap: int = 2) -> np.ndarray:
     """uint8 [N, H, W, 3] → one uint8 image, columns wide, each image enlarged scale times."""
@@ -22,10 +24,6 @@ def grid(images: np.ndarray, columns: int, scale: int = 1, gap: int = 2) -> np.n
 
 def save_png(path: str | os.PathLike, image: np.ndarray) -> None:
     """Write image to path through a temporary file and a rename."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.tmp")
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected uint8 [H, W, 3], got {image.dtype} {image.shape}")
-    Image.fromarray(image).save(temporary, format="PNG")
-    os.replace(temporary, target)
+    write_atomic(Path(path), lambda temporary: Image.fromarray(image).save(temporary, format="PNG"))

@@ -1,4 +1,4 @@
-"""The progress bar SD trainers' users expect (tqdm: rate, ETA, the latest figures); sparse lines when not a terminal."""
+"""The progress bar SD trainers' users expect (tqdm: rate, ETA, the latest figures); sparse updates in a log."""
 from __future__ import annotations
 
 import sys
@@ -17,7 +17,7 @@ class Progress:
 
     def __init__(self, total: int, label: str, unit: str = "it", start: int = 0, stream=None) -> None:
         stream = stream or sys.stderr
-        # A log file gets a line every 30 s rather than a redraw per step.
+        # A log file gets an update every half minute or so rather than a redraw per step.
         interactive = stream.isatty()
         self.bar = tqdm(total=total, initial=start, desc=label, unit=unit, file=stream, dynamic_ncols=interactive,
                         mininterval=0.2 if interactive else 30.0, ascii=not interactive)

@@ -1,4 +1,4 @@
-"""What the lever experiments share: the testbed, its training captions encoded once, CFG's prediction."""
+"""What the lever experiments share: the testbed with its training captions encoded once, and the fitting loop."""
 from __future__ import annotations
 
 import random
@@ -17,14 +17,6 @@ def caption_pool(size: int = 2000):
     captions = [caption(rng, random_named_scene(rng)) for _ in range(size)]
     pool = torch.cat([testbed.encode_prompts(captions[i:i + 500]) for i in range(0, size, 500)])
     return testbed, pool, testbed.null_embedding()
-
-
-def cfg_noise(testbed, x: torch.Tensor, sigma: torch.Tensor, c: torch.Tensor, null: torch.Tensor,
-              guidance: float = 5.0) -> torch.Tensor:
-    """CFG's prediction at w, cond and uncond in one batched call."""
-    eps = testbed.predict_noise(torch.cat([x, x]), torch.cat([sigma, sigma]), torch.cat([c, null.expand_as(c)]))
-    conditional, unconditional = eps.chunk(2)
-    return unconditional + guidance * (conditional - unconditional)
 
 
 class Fit:

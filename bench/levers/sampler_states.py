@@ -32,7 +32,8 @@ def main() -> None:
     load_pack()
     from dice_pack.sharpeners import Sharpener, SharpenerConfig
     from dice_pack.training.sampler import initial_noise, sampling_run
-    from lever_common import Fit, caption_pool, cfg_noise
+    from dice_pack.training.loop import teacher_noise
+    from lever_common import Fit, caption_pool
 
     torch.manual_seed(0)
     testbed, pool, null = caption_pool()
@@ -50,7 +51,7 @@ def main() -> None:
 
             def visit(x, sigma):
                 """Record the state and CFG's prediction there; move on with CFG's or the student's."""
-                teacher = cfg_noise(testbed, x, sigma, c, null)
+                teacher = teacher_noise(testbed, {"x": x, "sigma": sigma, "c": c, "c_ref": null.expand_as(c)}, 5.0)
                 states.append(x), levels.append(sigma), teachers.append(teacher)
                 return teacher if driver is None else testbed.predict_noise(x, sigma, driver)
 
