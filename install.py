@@ -1,6 +1,7 @@
-"""Run by ComfyUI-Manager after it installs requirements.txt (and safe to run by hand, again and again).
+"""Run by ComfyUI-Manager after it installs requirements.txt, and by Automatic1111 / Forge at launch; safe to run
+by hand, again and again.
 
-Installs only the requirements that are missing, with the interpreter that runs ComfyUI, never torch;
+Installs only the requirements that are missing, with the interpreter that runs the host, never torch;
 and creates models/sharpeners when the pack sits in a ComfyUI's custom_nodes folder.
 """
 from __future__ import annotations
@@ -51,7 +52,7 @@ def comfyui_root(pack_dir: Path) -> Path | None:
 
 def main() -> int:
     if not is_installed("torch"):
-        print("[DICE] torch is not installed in this Python; install ComfyUI first (it brings torch).")
+        print("[DICE] torch is not installed in this Python; install ComfyUI, Automatic1111 or Forge first (each brings torch).")
         return 1
     missing = missing_requirements(PACK_DIR / "requirements.txt")
     if missing:

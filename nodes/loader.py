@@ -5,7 +5,7 @@ import os
 
 import folder_paths
 
-from .sharpener_cache import SharpenerCache
+from ..sharpeners.cache import SharpenerCache
 
 FOLDER_NAME = "sharpeners"
 SHARPENER_TYPE = "DICE_SHARPENER"

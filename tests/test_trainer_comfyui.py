@@ -14,6 +14,7 @@ import pytest
 
 from conftest import PACK_ROOT
 from dice_pack.sharpeners import load_sharpener
+from dice_pack.training.cli import CKPT_BATCH, CKPT_STEPS
 from dice_pack.training.png import save_png
 from test_comfyui_host import COMFYUI_PATH, comfyui_python
 
@@ -104,6 +105,22 @@ def test_prompts_only_makes_its_own_training_latents(comfy):
     cache = folder / "runs" / "prompts" / "cache"
     assert len(list((cache / "latents").glob("*.safetensors"))) == 2
     assert len(list((cache / "text").glob("*.safetensors"))) == 3  # the two prompts and the empty one
+
+
+def test_with_no_data_it_plans_then_trains_on_the_shipped_prompts_drawing_only_what_it_uses(comfy):
+    _, _, folder, checkpoint = comfy
+    out = folder / "no_data.safetensors"
+    done = train(comfy, "--ckpt", str(checkpoint), "--steps", "2", "--batch", "2", "--eval-batch", "2",
+                 "--name", "no_data", "--out", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "no --data: training on the pack's own prompts (sd_prompts.txt)" in done.stdout
+    for line in ("plan: 2 steps × 2 samples × 1 process(es) = 4 samples", "memory: one sample adds",
+                 "estimated time for this run", f"the default run ({CKPT_STEPS:,} steps × {CKPT_BATCH}) would take"):
+        assert line in done.stdout, done.stdout
+    assert load_sharpener(out).info.training_steps == 2
+    # Of the 3,000 prompts, only those a step, the warm-up or the held-out batch used were drawn and cached.
+    drawn = list((folder / "runs" / "no_data" / "cache" / "latents").glob("*.safetensors"))
+    assert 1 <= len(drawn) <= 1 + 2 + 2 + 2 * 2
 
 
 def test_the_teacher_is_the_ksamplers_cfg(comfy):

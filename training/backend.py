@@ -12,6 +12,7 @@ class DiffusionBackend(Protocol):
 
     embed_dim: int
     latent_shape: tuple[int, ...]
+    compute_dtype: torch.dtype  # the frozen model's arithmetic: fp16 needs loss scaling in the backward pass
 
     def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
         """[batch, tokens, embed_dim] text embeddings."""
@@ -34,6 +35,10 @@ class DiffusionBackend(Protocol):
 
     def decode(self, latents: torch.Tensor) -> numpy.ndarray:
         """uint8 [N, H, W, 3] images of latents."""
+
+    def checkpoint_layers(self) -> int:
+        """Recompute the frozen model's layers in the backward pass instead of storing their activations; returns
+        how many layers now do (0: not supported)."""
 
     def predict_noise(self, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor,
                       y: torch.Tensor | None = None) -> torch.Tensor:

@@ -15,7 +15,7 @@ import torch
 def write_atomic(path: Path, write) -> None:
     """write(temporary_path), then rename onto path; a failed write (a full disk) leaves the old file as it was."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # processes of one run may write one cache file
     try:
         write(temporary)
         os.replace(temporary, path)

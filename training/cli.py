@@ -9,8 +9,12 @@ import sys
 from pathlib import Path
 
 from .loop import RunInfo, TrainConfig, train
+from .precision import PRECISIONS
 
 PACK_ROOT = Path(__file__).resolve().parents[1]
+# --ckpt's default run: 64,000 samples, where the testbed's closure of the gap to CFG levelled off (README,
+# What training costs); the paper trains 8,000 steps of 128.
+CKPT_STEPS, CKPT_BATCH = 4000, 16
 TESTBED_SAMPLE_PROMPTS = [
     "a small red circle on the left", "a large blue square at the top", "a yellow triangle in the middle",
     "a green circle to the left of a purple square", "a cyan box above a red triangle", "a big violet disc at the bottom",
@@ -24,7 +28,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--testbed", action="store_true", help="train on the offline testbed model shipped with the pack")
     source.add_argument("--ckpt", help="a checkpoint: a name in ComfyUI's models/checkpoints or a path")
-    p.add_argument("--data", help="images with .txt captions, a metadata.jsonl, a COCO captions JSON, or a prompts .txt")
+    p.add_argument("--data", help="images with .txt captions, a metadata.jsonl, a COCO captions JSON, or a prompts .txt "
+                   "(default with --ckpt: the pack's own prompts, training/prompts/sd_prompts.txt)")
     p.add_argument("--comfy-root", default=os.environ.get("COMFYUI_PATH"), help="ComfyUI folder (default: found "
                    "from the pack's place in custom_nodes, or $COMFYUI_PATH)")
     p.add_argument("--out", help="the sharpener file (default: models/sharpeners/<name>.safetensors in ComfyUI, "
@@ -32,8 +37,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--name", help="run name (default: from the checkpoint)")
     p.add_argument("--runs", default=str(PACK_ROOT / "runs"), help="where checkpoints, samples and summaries go")
     p.add_argument("--resume", nargs="?", const="auto", help="continue a run exactly (default: its last checkpoint)")
-    p.add_argument("--steps", type=int, default=None, help="optimizer steps (default 8000; testbed 1200)")
-    p.add_argument("--batch", type=int, default=None, help="samples per step and process (default 16; testbed 32)")
+    p.add_argument("--steps", type=int, default=None, help=f"optimizer steps (default {CKPT_STEPS}; testbed 1200)")
+    p.add_argument("--batch", type=int, default=None, help=f"samples per step and process (default {CKPT_BATCH}; testbed 32)")
     p.add_argument("--lr", type=float, default=None, help="AdamW learning rate (default 2e-4, the paper's; testbed 1e-3)")
     p.add_argument("--lr-schedule", choices=["constant", "cosine"], default="constant",
                    help="constant (the default, as in the paper), or a cosine decay to zero by the last step")
@@ -49,7 +54,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--attention", choices=["prompt+reference", "reference"], default="prompt+reference",
                    help="what the sharpener's attention reads: the prompt's tokens and the reference's, or, as in the "
                         "paper, the reference's alone (collapses to one offset when the empty prompt's tokens are alike)")
-    p.add_argument("--mixed-precision", choices=["auto", "bf16", "fp16", "no"], default="auto")
+    p.add_argument("--mixed-precision", choices=["auto", "fp32", "bf16", "fp16", "no"], default="auto",
+                   help="the frozen model's precision: auto is ComfyUI's own pick (fp16 on most GPUs, fp32 on the CPU), "
+                        "so the sharpener learns what the KSampler computes; fp16 trains with loss scaling; no = fp32")
+    p.add_argument("--micro-batch", type=int, default=0, help="samples per forward and backward pass, gradients "
+                   "accumulated over the batch (default: the most that fit in the free memory, measured at start)")
+    p.add_argument("--checkpointing", choices=["auto", "on", "off"], default="auto", help="recompute the frozen "
+                   "model's layers in the backward pass to save memory (auto: only when one sample would not fit)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores, shared among processes)")
     return p.parse_args(argv)
@@ -78,6 +89,8 @@ def testbed_run(args: argparse.Namespace):
     from .testbed.model import WEIGHTS, Testbed
 
     backend = Testbed.load()
+    if PRECISIONS[args.mixed_precision] is not None:
+        backend.set_precision(PRECISIONS[args.mixed_precision])
     info = RunInfo(model_family="testbed-minilm", base_checkpoint="dice-testbed",
                    base_checkpoint_sha256=file_sha256(WEIGHTS / "unet.safetensors"))
     return backend, info, "testbed", TESTBED_SAMPLE_PROMPTS
@@ -91,6 +104,8 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 1) // world))
     if torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))  # before ComfyUI picks its device
+    if args.micro_batch < 0:
+        raise SystemExit(f"--micro-batch {args.micro_batch}: must be 1 or more (or 0 to pick it from the free memory)")
     if args.testbed:
         backend, info, name, prompts = testbed_run(args)
         defaults = {"steps": 1200, "batch": 32, "lr": 1e-3, "save_every": 200, "sample_every": 400}
@@ -98,7 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
         from .comfy_backend import comfy_run
 
         backend, info, name, prompts = comfy_run(args)
-        defaults = {"steps": 8000, "batch": 16, "lr": 2e-4, "save_every": 500, "sample_every": 500}
+        defaults = {"steps": CKPT_STEPS, "batch": CKPT_BATCH, "lr": 2e-4, "save_every": 500, "sample_every": 500}
     name = args.name or name
     run_dir = Path(args.runs) / name
     out = Path(args.out) if args.out else default_output(args, name)
@@ -115,7 +130,8 @@ def main(argv: list[str] | None = None) -> dict:
         save_every=args.save_every if args.save_every is not None else defaults["save_every"],
         sample_every=args.sample_every if args.sample_every is not None else defaults["sample_every"],
         sample_prompts=prompts, eval_batch=args.eval_batch, negatives=negatives, mixed_precision=args.mixed_precision,
-        attention_context=args.attention)
+        attention_context=args.attention, micro_batch=args.micro_batch, checkpointing=args.checkpointing,
+        default_steps=defaults["steps"], default_batch=defaults["batch"])
     try:
         # ComfyUI may leave inference mode on; the sharpener needs gradients through the frozen UNet.
         with torch.inference_mode(False):

@@ -5,6 +5,7 @@ import hashlib
 import importlib
 import logging
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +17,13 @@ from .checkpoint import write_atomic
 from .comfy_locate import find_comfy_root
 from .datasets import DatasetError, Example, load_examples
 from .loop import RunInfo
+from .memory import checkpoint_layers
+from .precision import PRECISIONS
 from .progress import Progress
 from .sampler import sample
 
+# Prompts for --ckpt without --data: written for the pack, the way people prompt SD1.5 and SDXL checkpoints.
+SHIPPED_PROMPTS = Path(__file__).resolve().parent / "prompts" / "sd_prompts.txt"
 # ComfyUI's model classes this trainer drives, and the family name written into the sharpener file.
 SUPPORTED = {"SD15": "sd15", "SD20": "sd2", "SDXL": "sdxl", "SSD1B": "sdxl", "Segmind_Vega": "sdxl",
              "KOALA_700M": "sdxl", "KOALA_1B": "sdxl"}
@@ -93,11 +98,14 @@ class ComfyBackend:
         self.embed_dim = self.null_embedding().shape[-1]
         channels = self.model.latent_format.latent_channels
         self.latent_shape = (channels, resolution // 8, resolution // 8)
+        self.draw_steps, self.draw_batch = 20, 4  # a prompt's latent: 20 DPM-Solver++(2M) steps, 4 prompts a call
+        self.latents_drawn, self.drawing_seconds = 0, 0.0
+        self.compute_dtype = self.model.manual_cast_dtype or self.model.get_dtype()
         self.examples, self.latents = self._prepare(examples)
 
     def _cached(self, key: str, make, kind: str = "latents") -> dict[str, torch.Tensor] | None:
         """make()'s tensors, kept in cache/<kind>/ under a hash of key; None (a bad file) is not kept."""
-        path = self.cache / kind / f"{hashlib.sha1(key.encode()).hexdigest()}.safetensors"
+        path = self._cache_path(key, kind)
         if path.exists():
             return load_file(path)
         tensors = make()
@@ -106,30 +114,73 @@ class ComfyBackend:
         return tensors
 
     @torch.no_grad()
-    def _prepare(self, examples: list[Example]) -> tuple[list[Example], torch.Tensor]:
-        """Every example's latent, from the disk cache or made now: VAE-encoded images, or drawn with CFG."""
+    def _prepare(self, examples: list[Example]) -> tuple[list[Example], list[torch.Tensor | None]]:
+        """Every image's latent, from the disk cache or VAE-encoded now; prompts' latents are drawn when first used."""
         kept, latents = [], []
-        sigmas = self.sampling_sigmas(20)
-        progress = Progress(len(examples), "caching latents", "examples")
-        for index, example in enumerate(examples):
-            if example.image is not None:
-                status = example.image.stat() if example.image.exists() else None
-                key = f"image|{example.image}|{status and status.st_mtime_ns}|{status and status.st_size}|{self.resolution}"
-                cached = self._cached(key, lambda: self._encode_image(example.image))
-            else:
-                seed = int(hashlib.sha1(example.caption.encode()).hexdigest()[:8], 16)
-                key = f"prompt|{example.caption}|{seed}|{self.resolution}|{self.guidance}|{self.model_key}|{clip_skip_key(self.clip)}"
-                cached = self._cached(key, lambda: {"tensor": sample(
-                    self.predict_noise, self.encode_prompts([example.caption]), sigmas, [seed], self.latent_shape,
-                    self.null_embedding(), self.guidance, y=self.encode_vectors([example.caption]),
-                    null_y=self.encode_vectors([""]))[0].cpu()})
+        images = [e for e in examples if e.image is not None]
+        progress = Progress(len(images), "caching latents", "images") if images else None
+        for example in examples:
+            if example.image is None:
+                kept.append(example)
+                latents.append(None)
+                continue
+            status = example.image.stat() if example.image.exists() else None
+            key = f"image|{example.image}|{status and status.st_mtime_ns}|{status and status.st_size}|{self.resolution}"
+            cached = self._cached(key, lambda: self._encode_image(example.image))
             if cached is not None:
                 kept.append(example)
                 latents.append(cached["tensor"])
-            progress.update(index + 1)
+            progress.update(sum(1 for e in kept if e.image is not None))
         if not kept:
             raise DatasetError("no usable training examples: every image failed to load (see the warnings above)")
-        return kept, torch.stack(latents)
+        return kept, latents
+
+    def _prompt_key(self, caption: str) -> tuple[str, int]:
+        seed = int(hashlib.sha1(caption.encode()).hexdigest()[:8], 16)
+        return (f"prompt|{caption}|{seed}|{self.resolution}|{self.guidance}|{self.model_key}|{clip_skip_key(self.clip)}",
+                seed)
+
+    def _cache_path(self, key: str, kind: str = "latents") -> Path:
+        return self.cache / kind / f"{hashlib.sha1(key.encode()).hexdigest()}.safetensors"
+
+    @torch.no_grad()
+    def _latents(self, picks: list[int]) -> torch.Tensor:
+        """The picked examples' latents: in memory, in the disk cache, or drawn now with CFG (a few at a time)."""
+        missing = []
+        for index in dict.fromkeys(picks):
+            if self.latents[index] is not None:
+                continue
+            path = self._cache_path(self._prompt_key(self.examples[index].caption)[0])
+            if path.exists():
+                self.latents[index] = load_file(path)["tensor"]
+            else:
+                missing.append(index)
+        for first in range(0, len(missing), self.draw_batch):
+            self._draw([*missing[first:first + self.draw_batch]])
+        return torch.stack([self.latents[i] for i in picks])
+
+    def _draw(self, indices: list[int]) -> None:
+        """Each prompt's training latent, drawn by the checkpoint itself with CFG, then cached on disk."""
+        begun = time.perf_counter()
+        captions = [self.examples[i].caption for i in indices]
+        keys, seeds = zip(*(self._prompt_key(c) for c in captions))
+        drawn = sample(self.predict_noise, self.encode_prompts(captions), self.sampling_sigmas(self.draw_steps),
+                       list(seeds), self.latent_shape, self.null_embedding(), self.guidance,
+                       y=self.encode_vectors(captions), null_y=self.encode_vectors([""])).cpu()
+        for index, key, latent in zip(indices, keys, drawn):
+            self.latents[index] = latent.clone()
+            write_atomic(self._cache_path(key), lambda temporary: save_file({"tensor": self.latents[index]}, temporary))
+        self.latents_drawn += len(indices)
+        self.drawing_seconds += time.perf_counter() - begun
+
+    def latents_to_draw(self, samples: int) -> float:
+        """How many prompts' latents a run of this many samples is expected to draw (the rest are cached)."""
+        missing = sum(1 for e, latent in zip(self.examples, self.latents) if latent is None
+                      and not self._cache_path(self._prompt_key(e.caption)[0]).exists())
+        return missing * (1 - (1 - 1 / len(self.examples)) ** samples)
+
+    def checkpoint_layers(self) -> int:
+        return checkpoint_layers(self.model.diffusion_model, {"ResBlock", "SpatialTransformer"})
 
     def _encode_image(self, path: Path) -> dict[str, torch.Tensor] | None:
         pixels = load_image(path, self.resolution)
@@ -168,8 +219,8 @@ class ComfyBackend:
         return self.encode_prompts([""])
 
     def sample_training_latents(self, count: int, generator: torch.Generator) -> tuple[torch.Tensor, list[str]]:
-        picks = torch.randint(0, len(self.examples), (count,), generator=generator)
-        return self.latents[picks].to(self.device), [self.examples[i].caption for i in picks.tolist()]
+        picks = torch.randint(0, len(self.examples), (count,), generator=generator).tolist()
+        return self._latents(picks).to(self.device), [self.examples[i].caption for i in picks]
 
     def sample_sigmas(self, count: int, generator: torch.Generator) -> torch.Tensor:
         sigmas = self.model.model_sampling.sigmas
@@ -198,14 +249,12 @@ def comfy_run(args):
     if root is None:
         raise SystemExit("no ComfyUI found: run train.py from ComfyUI/custom_nodes/<this pack>, "
                          "or pass --comfy-root, or set COMFYUI_PATH")
-    if not args.data:
-        raise SystemExit("--data is needed with --ckpt: a folder of images with .txt captions, a metadata.jsonl, "
-                         "a COCO captions .json, or a .txt of prompts")
     comfy = import_comfy(root)
     checkpoint = resolve_checkpoint(args.ckpt, comfy["folder_paths"])
+    dtype = PRECISIONS[args.mixed_precision]
     try:
-        patcher, clip, vae, _ = comfy["comfy.sd"].load_checkpoint_guess_config(str(checkpoint), output_vae=True,
-                                                                               output_clip=True)
+        patcher, clip, vae, _ = comfy["comfy.sd"].load_checkpoint_guess_config(
+            str(checkpoint), output_vae=True, output_clip=True, model_options={} if dtype is None else {"dtype": dtype})
     except Exception as error:  # ComfyUI raises RuntimeError, ValueError or safetensors errors for unreadable files
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise SystemExit(f"--ckpt {checkpoint}: ComfyUI cannot load it ({first_line})") from None
@@ -216,8 +265,12 @@ def comfy_run(args):
     if patcher.model.model_config.inpaint_model():
         raise SystemExit(f"--ckpt {checkpoint}: an inpainting {kind} model (its UNet also takes the masked image); "
                          "this trainer supports text-to-image checkpoints")
+    data = args.data or SHIPPED_PROMPTS
+    if not args.data:
+        print(f"[DICE] no --data: training on the pack's own prompts ({SHIPPED_PROMPTS.name}); the checkpoint draws "
+              "each prompt's training image with CFG the first time a step uses it, and caches it", flush=True)
     try:
-        examples = load_examples(args.data)
+        examples = load_examples(data)
     except DatasetError as error:
         raise SystemExit(str(error)) from None
     prediction = PREDICTION.get(getattr(patcher.model.model_type, "name", ""), "eps")

@@ -1,7 +1,6 @@
 """DICE training (the paper's Algorithm 1): a frozen model's CFG output teaches a sharpener to give it in one call."""
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import random
@@ -11,15 +10,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..sharpeners import Sharpener, SharpenerConfig, TrainingInfo, save_sharpener
 from .backend import DiffusionBackend
 from .checkpoint import load_state, save_state, write_atomic
 from .distributed import Distributed
+from .plan import describe, make_plan
 from .png import grid, save_png
+from .precision import dtype_name, loss_scaler
 from .progress import Progress, format_seconds
-from .sampler import sample, vector_input
+from .sampler import sample
+from .step import accumulate_gradients, make_batch, single_call, split_batch, teacher_noise  # noqa: F401 (benches import them here)
 
 
 @dataclass
@@ -43,6 +44,10 @@ class TrainConfig:
     negatives: list[str] = field(default_factory=list)
     mixed_precision: str = "auto"
     attention_context: str = "prompt+reference"
+    micro_batch: int = 0  # 0: picked from the free memory at start
+    checkpointing: str = "auto"  # activation checkpointing of the frozen model: auto (only if needed), on, off
+    default_steps: int = 0  # the run the plan also prices when this one is shorter (0: this one)
+    default_batch: int = 0
 
 
 @dataclass
@@ -56,25 +61,6 @@ class RunInfo:
     prediction_type: str = "eps"
 
 
-def teacher_noise(backend: DiffusionBackend, batch: dict, guidance: float) -> torch.Tensor:
-    """CFG's prediction, cond and uncond in one batched call: eps_ref + w·(eps_c − eps_ref)."""
-    x, sigma = batch["x"], batch["sigma"]
-    y = None if batch.get("y") is None else torch.cat([batch["y"], batch["y_ref"]])
-    eps = backend.predict_noise(torch.cat([x, x]), torch.cat([sigma, sigma]), torch.cat([batch["c"], batch["c_ref"]]),
-                                **vector_input(y))
-    eps_cond, eps_ref = eps.chunk(2)
-    return eps_ref + guidance * (eps_cond - eps_ref)
-
-
-def single_call(backend: DiffusionBackend, batch: dict, context: torch.Tensor) -> torch.Tensor:
-    """One call with the prompt's own vector input, whatever the cross-attention context (plain or sharpened)."""
-    return backend.predict_noise(batch["x"], batch["sigma"], context, **vector_input(batch.get("y")))
-
-
-def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, kind: str) -> torch.Tensor:
-    return F.l1_loss(student.float(), teacher.float()) if kind == "l1" else F.mse_loss(student.float(), teacher.float())
-
-
 def learning_rate(config: TrainConfig, step: int) -> float:
     """The rate at step: constant, or a cosine from config.lr down to zero at the last step."""
     if config.lr_schedule == "cosine":
@@ -82,69 +68,56 @@ def learning_rate(config: TrainConfig, step: int) -> float:
     return config.lr
 
 
-def reference_prompts(count: int, negatives: list[str], rng: random.Random) -> list[str]:
-    """The empty prompt for each sample, or random negative prompts (the paper's option for negative prompts)."""
-    return [rng.choice(negatives) for _ in range(count)] if negatives else [""] * count
-
-
-def autocast(device: torch.device, mode: str):
-    """Mixed precision on a GPU (bf16 where supported, else fp16); full precision on the CPU."""
-    if device.type != "cuda" or mode == "no":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if (mode == "bf16" or (mode == "auto" and torch.cuda.is_bf16_supported())) else torch.float16
-    return torch.autocast("cuda", dtype=dtype)
-
-
 @torch.no_grad()
-def held_out_distances(backend: DiffusionBackend, sharpener: torch.nn.Module, batch: dict, guidance: float) -> dict:
+def held_out_distances(backend: DiffusionBackend, sharpener: torch.nn.Module, batch: dict, guidance: float,
+                       micro_batch: int = 1 << 30) -> dict:
     """Mean |eps − eps_CFG| of the unguided call and of the sharpened call on a fixed held-out batch."""
-    teacher = teacher_noise(backend, batch, guidance)
-    unguided = single_call(backend, batch, batch["c"])
-    sharpened = single_call(backend, batch, batch["c"] + sharpener(batch["c"], batch["c_ref"]))
-    far, near = float((unguided - teacher).abs().mean()), float((sharpened - teacher).abs().mean())
+    far = near = 0.0
+    for part in split_batch(batch, micro_batch):
+        teacher = teacher_noise(backend, part, guidance)
+        unguided = single_call(backend, part, part["c"])
+        sharpened = single_call(backend, part, part["c"] + sharpener(part["c"], part["c_ref"]))
+        share = len(part["x"]) / len(batch["x"])
+        far += share * float((unguided - teacher).abs().mean())
+        near += share * float((sharpened - teacher).abs().mean())
     return {"unguided_to_cfg": far, "sharpened_to_cfg": near, "ratio": near / far}
 
 
 @torch.no_grad()
-def time_one_forward(backend: DiffusionBackend, batch: dict) -> float:
-    """Median seconds of one plain UNet call on a training batch: the unit of the cost figures."""
-    times = []
-    for _ in range(3):
-        begun = time.perf_counter()
-        single_call(backend, batch, batch["c"])
-        times.append(time.perf_counter() - begun)
-    return sorted(times)[1]
-
-
-def make_batch(backend: DiffusionBackend, count: int, generator: torch.Generator, negatives: list[str],
-               device: torch.device) -> dict:
-    x0, prompts = backend.sample_training_latents(count, generator)
-    rng = random.Random(int(torch.randint(0, 2 ** 31 - 1, (1,), generator=generator)))
-    references = reference_prompts(count, negatives, rng)
-    sigma = backend.sample_sigmas(count, generator)
-    noise = torch.randn(x0.shape, generator=generator)
-    batch = {"x": x0 + sigma.view(-1, 1, 1, 1) * noise, "sigma": sigma,
-             "c": backend.encode_prompts(prompts), "c_ref": backend.encode_prompts(references),
-             "y": backend.encode_vectors(prompts), "y_ref": backend.encode_vectors(references)}
-    return {k: v.to(device) for k, v in batch.items() if v is not None}
-
-
-@torch.no_grad()
 def sample_grid(backend: DiffusionBackend, sharpener: torch.nn.Module, prompts: list[str], steps: int,
-                guidance: float) -> np.ndarray:
-    """Rows: unguided, CFG and sharpened, same prompts and seeds."""
-    c = backend.encode_prompts(prompts)
+                guidance: float, micro_batch: int = 1 << 30) -> np.ndarray:
+    """Rows: unguided, CFG and sharpened, same prompts and seeds; micro_batch prompts at a time."""
     null = backend.null_embedding()
     sigmas = backend.sampling_sigmas(steps)
-    seeds = list(range(len(prompts)))
     shape = tuple(backend.latent_shape)
-    vectors = {"y": backend.encode_vectors(prompts), "null_y": backend.encode_vectors([""])}
-    rows = [
-        sample(backend.predict_noise, c, sigmas, seeds, shape, **vectors),
-        sample(backend.predict_noise, c, sigmas, seeds, shape, null=null, cfg_scale=guidance, **vectors),
-        sample(backend.predict_noise, c + sharpener(c, null.expand_as(c)), sigmas, seeds, shape, **vectors),
-    ]
-    return grid(np.concatenate([backend.decode(r) for r in rows]), len(prompts), scale=3)
+    rows: list[list[torch.Tensor]] = [[], [], []]
+    for first in range(0, len(prompts), micro_batch):
+        part = prompts[first:first + micro_batch]
+        c, seeds = backend.encode_prompts(part), list(range(first, first + len(part)))
+        vectors = {"y": backend.encode_vectors(part), "null_y": backend.encode_vectors([""])}
+        rows[0].append(sample(backend.predict_noise, c, sigmas, seeds, shape, **vectors))
+        rows[1].append(sample(backend.predict_noise, c, sigmas, seeds, shape, null=null, cfg_scale=guidance, **vectors))
+        rows[2].append(sample(backend.predict_noise, c + sharpener(c, null.expand_as(c)), sigmas, seeds, shape, **vectors))
+    return grid(np.concatenate([backend.decode(torch.cat(row)) for row in rows]), len(prompts), scale=3)
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """A GPU's out-of-memory error, or the CPU allocator's."""
+    return isinstance(error, torch.OutOfMemoryError) or "can't allocate memory" in str(error)
+
+
+def out_of_memory_message(config: TrainConfig, plan, step: int, run_dir: Path) -> str:
+    checkpoint = run_dir / "checkpoint.pt"
+    if plan.micro_batch > 1:
+        advice = f"pass --micro-batch {plan.micro_batch // 2}"
+    elif not plan.checkpointing:
+        advice = "pass --micro-batch 1 --checkpointing on"
+    else:
+        advice = "lower --resolution"
+    kept = (f"the last checkpoint, {checkpoint}, is intact: add --resume to go on from it" if checkpoint.exists()
+            else "no checkpoint was written yet")
+    return (f"out of memory at step {step + 1} with micro-batch {plan.micro_batch} of {config.batch} samples: "
+            f"{advice} (other programs using the GPU, such as a running ComfyUI, also take memory); {kept}")
 
 
 def train(config: TrainConfig, backend: DiffusionBackend, info: RunInfo, run_dir: Path, out: Path,
@@ -175,18 +148,35 @@ def train(config: TrainConfig, backend: DiffusionBackend, info: RunInfo, run_dir
             log(f"the {config.lr_schedule} learning-rate schedule now ends at step {config.steps}, not "
                 f"{state['config'].get('steps')}: the rest of the run follows the new length")
     model = dist.wrap(sharpener)
-    scaler = torch.amp.GradScaler("cuda", enabled=dist.device.type == "cuda" and config.mixed_precision in ("auto", "fp16")
-                                  and not torch.cuda.is_bf16_supported())
-    held_out = make_batch(backend, config.eval_batch, torch.Generator().manual_seed(config.seed + 999_999),
-                          config.negatives, dist.device)
-    before = held_out_distances(backend, sharpener, held_out, config.guidance)
+    scaler = loss_scaler(backend.compute_dtype, dist.device)
     if dist.is_main:
         log(f"training a {sharpener.parameter_count():,}-parameter sharpener for {info.base_checkpoint} "
-            f"(width {backend.embed_dim}) on {dist.world_size} process(es), {config.batch} samples each, "
-            f"{config.steps} steps; held-out distance to CFG: unguided {before['unguided_to_cfg']:.4f}, "
-            f"sharpened {before['sharpened_to_cfg']:.4f}")
-    forward_seconds = time_one_forward(backend, make_batch(backend, config.batch, torch.Generator().manual_seed(1),
-                                                           config.negatives, dist.device))
+            f"(width {backend.embed_dim}, {dtype_name(backend.compute_dtype)}"
+            f"{', loss scaling' if scaler.is_enabled() else ''}) on {dist.world_size} process(es), "
+            f"{config.batch} samples each, {config.steps} steps")
+    probe = torch.Generator().manual_seed(1)
+    try:
+        plan = make_plan(backend, sharpener, lambda count: make_batch(backend, count, probe, config.negatives, dist.device),
+                         config.batch, config.guidance, config.loss, dist.device, config.micro_batch, config.checkpointing)
+    except (torch.OutOfMemoryError, RuntimeError) as error:
+        if not is_out_of_memory(error):
+            raise
+        raise SystemExit("out of memory in the warm-up step before training: pass a smaller --micro-batch (or "
+                         "--checkpointing on, or a lower --resolution); other programs using the GPU, such as a "
+                         "running ComfyUI, also take memory") from None
+    if dist.is_main:
+        # Training latents a prompts-only run still has to draw, the held-out batch's included.
+        to_draw = getattr(backend, "latents_to_draw", lambda samples: 0)
+        default_steps, default_batch = config.default_steps or config.steps, config.default_batch or config.batch
+        for line in describe(plan, config.steps, start, config.batch, dist.world_size,
+                             to_draw((config.steps - start) * config.batch * dist.world_size + config.eval_batch),
+                             default_steps, default_batch, to_draw(default_steps * default_batch + config.eval_batch)):
+            log(line)
+    held_out = make_batch(backend, config.eval_batch, torch.Generator().manual_seed(config.seed + 999_999),
+                          config.negatives, dist.device)
+    before = held_out_distances(backend, sharpener, held_out, config.guidance, plan.micro_batch)
+    if dist.is_main:
+        log(f"held-out distance to CFG: unguided {before['unguided_to_cfg']:.4f}, sharpened {before['sharpened_to_cfg']:.4f}")
     progress = Progress(config.steps, "train", "steps", start=start) if dist.is_main else None
     training_seconds, samples_seen = 0.0, 0
     for step in range(start, config.steps):
@@ -194,32 +184,36 @@ def train(config: TrainConfig, backend: DiffusionBackend, info: RunInfo, run_dir
         batch = make_batch(backend, config.batch, generator, config.negatives, dist.device)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(config, step)
-        with torch.no_grad(), autocast(dist.device, config.mixed_precision):
-            teacher = teacher_noise(backend, batch, config.guidance)
-        with autocast(dist.device, config.mixed_precision):
-            student = single_call(backend, batch, batch["c"] + model(batch["c"], batch["c_ref"]))
-        loss = distillation_loss(student, teacher, config.loss)
         optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
+        try:
+            loss = accumulate_gradients(model, backend, batch, plan.micro_batch, config.guidance, config.loss, scaler)
+        except (torch.OutOfMemoryError, RuntimeError) as error:
+            if not is_out_of_memory(error):
+                raise
+            raise SystemExit(out_of_memory_message(config, plan, step, run_dir)) from None
         scaler.step(optimizer)
         scaler.update()
         training_seconds += time.time() - begun
         samples_seen += config.batch
         if dist.is_main:
-            progress.update(step + 1, loss=loss.item())
+            progress.update(step + 1, loss=loss)
             done = step + 1
             if config.save_every and (done % config.save_every == 0 or done == config.steps):
                 save_state(run_dir / "checkpoint.pt", sharpener, optimizer, done, generator, asdict(config))
             if config.sample_every and config.sample_prompts and (done % config.sample_every == 0 or done == config.steps):
                 save_png(run_dir / "samples" / f"step{done:06d}.png",
-                         sample_grid(backend, sharpener, config.sample_prompts, config.sample_steps, config.guidance))
+                         sample_grid(backend, sharpener, config.sample_prompts, config.sample_steps, config.guidance,
+                                     plan.micro_batch))
     seconds = training_seconds
-    after = held_out_distances(backend, sharpener, held_out, config.guidance)
+    after = held_out_distances(backend, sharpener, held_out, config.guidance, plan.micro_batch)
     summary = {"steps": config.steps, "resumed_at": start, "world_size": dist.world_size,
                "samples_per_second": dist.mean(samples_seen / max(seconds, 1e-9)) * dist.world_size,
                "seconds": round(seconds, 1), "held_out_before": before, "held_out_after": after,
                # One training sample's cost in units of one plain UNet call on one sample.
-               "unet_call_equivalents_per_sample": round(seconds / max(config.steps - start, 1) / forward_seconds, 2),
+               "unet_call_equivalents_per_sample": round(seconds / max(samples_seen, 1) / plan.forward_seconds_per_sample, 2),
+               "micro_batch": plan.micro_batch, "activation_checkpointing": plan.checkpointing,
+               "precision": dtype_name(backend.compute_dtype),
+               "memory_per_sample": {"teacher": plan.teacher_bytes, "student": plan.student_bytes},
                "out": str(out)}
     if dist.is_main:
         save_sharpener(out, sharpener.cpu(), TrainingInfo(

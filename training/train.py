@@ -1,4 +1,4 @@
-"""Distil a DICE sharpener for a checkpoint:  python training/train.py --ckpt dreamshaper.safetensors --data <folder>
+"""Distil a DICE sharpener for a checkpoint:  python training/train.py --ckpt dreamshaper.safetensors
 
 On the offline testbed:  python training/train.py --testbed        (see --help)
 """

@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 from .data import caption, make_dataset, random_named_scene, realise, render
 from .features import FeatureNet
 from .models import Autoencoder, AutoencoderConfig, UNet, UNetConfig
+from ..memory import checkpoint_layers
 from ..sampler import sample
 from .schedule import DiscreteSchedule
 from .text_encoder import TextEncoder
@@ -39,6 +40,7 @@ class Testbed:
     """The offline text-to-image model; answers the trainer's DiffusionBackend interface."""
 
     latent_shape = (4, 8, 8)
+    compute_dtype = torch.float32  # set_precision: bf16 or fp16 arithmetic, as ComfyUI runs SD on most GPUs
 
     def __init__(self, autoencoder: Autoencoder, unet: UNet, latent_scale: float,
                  text: TextEncoder | None = None, features: FeatureNet | None = None) -> None:
@@ -98,12 +100,21 @@ class Testbed:
     def encode_vectors(self, prompts: list[str]) -> None:
         return None  # like SD1.5, the text enters through cross-attention only
 
+    def set_precision(self, dtype: torch.dtype) -> None:
+        """The UNet's arithmetic in dtype from now on (its weights stay fp32, cast per operation by autocast)."""
+        self.compute_dtype = dtype
+
+    def checkpoint_layers(self) -> int:
+        """Recompute the UNet's res-blocks and transformers in the backward pass rather than keep their activations."""
+        return checkpoint_layers(self.unet, {"ResBlock", "Transformer"})
+
     def predict_noise(self, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor,
                       y: torch.Tensor | None = None) -> torch.Tensor:
         if y is not None:
             raise ValueError("the testbed UNet has no vector input (y)")
         scale = (sigma ** 2 + 1).rsqrt().view(-1, 1, 1, 1)
-        return self.unet(x * scale, self.schedule.timestep(sigma), context)
+        with torch.autocast(x.device.type, dtype=self.compute_dtype, enabled=self.compute_dtype != torch.float32):
+            return self.unet(x * scale, self.schedule.timestep(sigma), context).float()
 
     @torch.no_grad()
     def generate(self, context: torch.Tensor, seeds: list[int], steps: int = 20, cfg_scale: float = 1.0,

@@ -1,11 +1,12 @@
-"""Load each sharpener file once; reload only when the file on disk changes."""
+"""Load each sharpener file once; reload only when the file on disk changes. Shared by the ComfyUI nodes and the
+Automatic1111 / Forge extension."""
 from __future__ import annotations
 
 import logging
 import os
 import threading
 
-from ..sharpeners import SharpenerFile, load_sharpener
+from .fileformat import SharpenerFile, load_sharpener
 
 
 class SharpenerCache:

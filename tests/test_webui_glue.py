@@ -1,0 +1,145 @@
+"""The Automatic1111 / Forge extension's glue, without the host: the step's conditioning, files, settings, infotext."""
+import argparse
+import importlib.util
+
+import pytest
+import torch
+
+from conftest import PACK_ROOT
+from dice_pack.sharpeners import (ConditioningError, SharpenerFileError, TrainingInfo, negative_shift, save_sharpener,
+                                  sharpen)
+from dice_pack.webui import glue
+
+
+@pytest.fixture
+def folder(sharpener, tmp_path):
+    (tmp_path / "sd15").mkdir()
+    save_sharpener(tmp_path / "sd15" / "dream_dice.safetensors", sharpener, TrainingInfo(base_checkpoint="dream"))
+    save_sharpener(tmp_path / "plain.safetensors", sharpener, TrainingInfo(base_checkpoint="plain"))
+    (tmp_path / "notes.txt").write_text("not a sharpener")
+    (tmp_path / "old.ckpt").write_bytes(b"a pickle")
+    return tmp_path
+
+
+def encoded(seed: int, tokens: int = 77, width: int = 768) -> torch.Tensor:
+    return torch.randn(1, tokens, width, generator=torch.Generator().manual_seed(seed))
+
+
+def generation(folder, alpha=1.0, beta=0.5, negative=""):
+    made = glue.Generation(glue.load(folder, "plain.safetensors"), alpha, beta, negative)
+    made.encoded = {text: encoded(index) for index, text in enumerate(made.prompts_to_encode())}
+    return made
+
+
+def test_the_dropdown_lists_safetensors_files_only_with_subfolders(folder):
+    assert glue.list_sharpeners(folder) == ["plain.safetensors", "sd15/dream_dice.safetensors"]
+    assert glue.list_sharpeners(folder / "absent") == []
+
+
+def test_the_folder_is_models_sharpeners_unless_the_command_line_names_another(tmp_path):
+    assert glue.sharpener_folder(str(tmp_path / "models")) == tmp_path / "models" / "sharpeners"
+    assert glue.sharpener_folder(str(tmp_path / "models"), str(tmp_path / "mine")) == tmp_path / "mine"
+
+
+@pytest.mark.parametrize("name", ["absent.safetensors", "../outside.safetensors", "old.ckpt", "notes.txt"])
+def test_a_name_that_is_not_a_sharpener_in_the_folder_is_refused_by_name(folder, name):
+    (folder.parent / "outside.safetensors").write_bytes((folder / "plain.safetensors").read_bytes())
+    with pytest.raises(ConditioningError, match=f"no sharpener '{name}' in .*there: plain.safetensors"):
+        glue.load(folder, name)
+
+
+def test_a_pickle_renamed_to_safetensors_is_refused_by_its_file_name(folder):
+    (folder / "hostile.safetensors").write_bytes(b"\x80\x04\x95" + b"\0" * 64)
+    with pytest.raises(SharpenerFileError, match="hostile.safetensors"):
+        glue.load(folder, "hostile.safetensors")
+
+
+def test_every_row_is_sharpened_against_the_empty_prompt_and_the_hosts_tensor_is_kept(folder):
+    made = generation(folder, alpha=0.75)
+    text_cond = torch.randn(3, 77, 768)  # a batch of two, one with an AND-part
+    kept = text_cond.clone()
+    out = made.apply(text_cond)
+    torch.testing.assert_close(out, sharpen(made.sharpener.network, kept, made.encoded[""], 0.75))
+    assert torch.equal(text_cond, kept) and out is not text_cond
+
+
+def test_alpha_zero_gives_the_hosts_conditioning_exactly(folder):
+    text_cond = torch.randn(2, 154, 768)  # a long prompt: two chunks of 77
+    assert torch.equal(generation(folder, alpha=0.0).apply(text_cond), text_cond)
+
+
+def test_a_negative_prompt_is_the_reference_and_the_shift_moves_away_from_it(folder):
+    made = generation(folder, alpha=1.0, beta=0.5, negative="blurry, watermark")
+    text_cond = torch.randn(2, 77, 768)
+    negative, null = made.encoded["blurry, watermark"], made.encoded[""]
+    expected = negative_shift(sharpen(made.sharpener.network, text_cond, negative, 1.0), negative, null, 0.5)
+    torch.testing.assert_close(made.apply(text_cond), expected)
+    without_shift = generation(folder, alpha=1.0, beta=0.0, negative="blurry, watermark").apply(text_cond)
+    torch.testing.assert_close(without_shift, sharpen(made.sharpener.network, text_cond, negative, 1.0))
+
+
+def test_sdxls_vector_input_passes_unchanged(sharpener, tmp_path):
+    from dice_pack.sharpeners import Sharpener, SharpenerConfig
+
+    torch.manual_seed(0)
+    save_sharpener(tmp_path / "xl.safetensors", Sharpener(SharpenerConfig(embed_dim=2048)), TrainingInfo())
+    made = glue.Generation(glue.load(tmp_path, "xl.safetensors"), 1.0, 0.5, "")
+    made.encoded = {"": encoded(0, width=2048)}
+    text_cond = {"crossattn": torch.randn(1, 77, 2048), "vector": torch.randn(1, 2816)}
+    out = made.apply(text_cond)
+    assert out["vector"] is text_cond["vector"]
+    assert not torch.equal(out["crossattn"], text_cond["crossattn"])
+
+
+def test_a_checkpoint_of_another_width_is_named_before_any_step(folder):
+    made = glue.Generation(glue.load(folder, "plain.safetensors"), 1.0, 0.5, "")
+    made.encoded = {"": encoded(0, width=2048)}
+    with pytest.raises(ConditioningError, match=r"2048 \(SDXL \(CLIP-L \+ OpenCLIP-G\)\) wide but this sharpener was "
+                                                r"trained for 768 \(SD1.x \(CLIP-L\)\)"):
+        made.check_width()
+
+
+def test_the_host_encodings_come_batch_first_whatever_the_host_gives():
+    assert glue.first_cond(torch.zeros(77, 768)).shape == (1, 77, 768)
+    assert glue.first_cond({"crossattn": torch.zeros(77, 2048), "vector": torch.zeros(2816)}).shape == (1, 77, 2048)
+    with pytest.raises(ConditioningError, match="not a tensor"):
+        glue.first_cond([1, 2])
+
+
+def test_dropping_the_negative_pass_is_restored_after_the_generation_even_when_never_set():
+    opts_data, override = {}, {}
+    glue.skip_negative_pass(opts_data, 0.0, override)
+    # The host restores exactly the keys present in opts.data: the default is there now, so 1.0 cannot stay.
+    assert opts_data == {"skip_early_cond": 0.0} and override == {"skip_early_cond": 1.0}
+    opts_data = {"skip_early_cond": 0.25}
+    glue.skip_negative_pass(opts_data, 0.0, {})
+    assert opts_data == {"skip_early_cond": 0.25}
+
+
+def test_guidance_above_one_warns_that_it_applies_twice():
+    assert glue.guidance_warning(1.0) is None
+    assert "guidance applies twice" in glue.guidance_warning(7.0) and "CFG scale to 1" in glue.guidance_warning(7.0)
+
+
+def test_infotext_round_trips_and_images_without_it_turn_dice_off():
+    params = glue.infotext("sd15/dream_dice.safetensors", 0.75, 0.5, "blurry")
+    assert params == {"DICE sharpener": "sd15/dream_dice.safetensors", "DICE alpha": "0.75", "DICE beta": "0.5"}
+    assert glue.from_infotext(params, "enabled", False) is True
+    assert glue.from_infotext(params, glue.KEY_SHARPENER, None) == "sd15/dream_dice.safetensors"
+    assert glue.from_infotext(params, glue.KEY_ALPHA, None) == 0.75
+    assert glue.from_infotext({}, "enabled", True) is False
+    assert glue.from_infotext({}, glue.KEY_ALPHA, "keep") == "keep"
+    assert "DICE beta" not in glue.infotext("x.safetensors", 1.0, 0.5, "")
+
+
+def test_preload_adds_the_sharpener_folder_option():
+    spec = importlib.util.spec_from_file_location("dice_preload", PACK_ROOT / "preload.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    parser = argparse.ArgumentParser()
+    module.preload(parser)
+    assert parser.parse_args(["--dice-sharpeners-dir", "/x"]).dice_sharpeners_dir == "/x"
+
+
+def test_automatic1111_finds_one_python_script_and_comfyui_none_of_it():
+    assert sorted(p.name for p in (PACK_ROOT / "scripts").glob("*.py")) == ["dice_webui.py"]

@@ -1,0 +1,147 @@
+"""The extension inside the real Automatic1111 and Forge: script-info, txt2img and img2img through the API, one UNet
+call of batch 1 per step, exact α = 0, negative prompts, settings left as they were, refused files.
+
+Needs A1111_PATH (an Automatic1111 v1.10 checkout) and A1111_PYTHON (the Python that runs it), or FORGE_PATH and
+FORGE_PYTHON; each host starts on the CPU with a temporary data dir holding this extension, a test-only call counter
+(tests/host_checks/webui_call_counter) and a random-weight SD1.5 checkpoint from tools/make_webui_checkpoint.py.
+Automatic1111 reads CLIP-L's tokenizer from the Hugging Face cache ($HF_HOME): see README, For developers.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dice_pack.sharpeners import Sharpener, SharpenerConfig, TrainingInfo, save_sharpener
+from dice_pack.tools import webui_host
+from dice_pack.webui.glue import TITLE
+
+HOSTS = {"a1111": ("A1111_PATH", "A1111_PYTHON"), "forge": ("FORGE_PATH", "FORGE_PYTHON")}
+pytestmark = pytest.mark.host
+STEPS = 3
+PROMPT = {"prompt": "a red fox in the snow", "negative_prompt": "", "steps": STEPS, "width": 64, "height": 64,
+          "cfg_scale": 1, "sampler_name": "Euler", "seed": 1, "batch_size": 1}
+
+
+class Host:
+    """The running host, with each generation's UNet calls recorded by the test-only counter."""
+
+    def __init__(self, webui: webui_host.WebUI) -> None:
+        self.webui, self.kind = webui, webui.kind
+
+    def call(self, path: str, body: dict | None = None):
+        return self.webui.call(path, body)
+
+    def calls(self) -> list[int]:
+        """The batch size of every UNet call since the last time this was asked."""
+        return self.webui.call("/dice-test/calls")["batch_sizes"]
+
+    def generate(self, dice: list | None = None, endpoint: str = "txt2img", **changes):
+        self.calls()
+        return self.webui.generate(dice, endpoint, **{**PROMPT, **changes})
+
+
+def changed(image: np.ndarray, reference: np.ndarray) -> bool:
+    """Visibly different: a random-weight UNet listens to its text only a little, so the bar is low but not zero."""
+    return np.abs(image.astype(int) - reference.astype(int)).mean() > 0.05
+
+
+def save_random(path: Path, width: int = 768) -> None:
+    torch.manual_seed(0)
+    save_sharpener(path, Sharpener(SharpenerConfig(embed_dim=width)), TrainingInfo(base_checkpoint="random_sd15"))
+
+
+@pytest.fixture(scope="module", params=list(HOSTS))
+def webui(request, tmp_path_factory):
+    kind = request.param
+    path_variable, python_variable = HOSTS[kind]
+    if not os.environ.get(path_variable) or not os.environ.get(python_variable):
+        pytest.skip(f"{path_variable} and {python_variable} are not both set: no real {kind} host to test in")
+    data = tmp_path_factory.mktemp(f"{kind}_data")
+    sharpeners = webui_host.prepare_data_dir(data, with_counter=True)
+    save_random(sharpeners / "random_sd15.safetensors")
+    save_random(sharpeners / "sdxl_width.safetensors", width=2048)
+    (sharpeners / "hostile.safetensors").write_bytes(b"\x80\x04\x95" + b"\0" * 64)
+    try:
+        started = webui_host.start(kind, Path(os.environ[path_variable]).resolve(), os.environ[python_variable], data)
+    except RuntimeError as error:
+        pytest.fail(str(error))
+    yield Host(started)
+    started.stop()
+
+
+def test_script_info_lists_the_accordion_with_its_inputs_in_order(webui):
+    found = [s for s in webui.call("/sdapi/v1/script-info") if s["name"] == TITLE.lower()]
+    assert {s["is_img2img"] for s in found} == {False, True}
+    labels = [a["label"] for a in found[0]["args"]]
+    assert labels[1:] == ["Sharpener", "Sharpening α", "Negative shift β"], labels
+
+
+def test_dice_makes_one_call_of_batch_one_per_step_and_leaves_the_settings_as_they_were(webui):
+    before = webui.call("/sdapi/v1/options")["skip_early_cond"]
+    images, info = webui.generate([True, "random_sd15.safetensors", 1.0, 0.5])
+    assert len(images) == 1
+    assert webui.calls() == [1] * STEPS
+    text = info["infotexts"][0]
+    assert "DICE sharpener: random_sd15.safetensors" in text and "DICE alpha: 1" in text
+    assert "Skip Early CFG" not in text  # pasting it back would drop the negative pass at CFG > 1 too
+    assert webui.call("/sdapi/v1/options")["skip_early_cond"] == before
+
+
+def test_alpha_zero_gives_exactly_the_plain_cfg_one_image_and_alpha_one_changes_it(webui):
+    # Plain CFG 1 with the negative pass dropped, as DICE runs it (the key exists now: it is restored afterwards).
+    plain = webui.generate(override_settings={"skip_early_cond": 1.0})[0][0]
+    at_zero = webui.generate([True, "random_sd15.safetensors", 0.0, 0.5])[0][0]
+    at_one = webui.generate([True, "random_sd15.safetensors", 1.0, 0.5])[0][0]
+    assert np.array_equal(at_zero, plain)
+    assert changed(at_one, plain)
+
+
+def test_a_negative_prompt_changes_the_image_at_cfg_one(webui):
+    dice = [True, "random_sd15.safetensors", 1.0, 0.5]
+    without = webui.generate(dice)[0][0]
+    with_negative, info = webui.generate(dice, negative_prompt="blurry, watermark, text")
+    assert changed(with_negative[0], without)
+    assert "DICE beta: 0.5" in info["infotexts"][0]
+    assert webui.calls() == [1] * STEPS  # the negative prompt works through the conditioning, not a second pass
+
+
+def test_batches_and_prompts_with_and_parts_and_editing_still_make_one_call_per_step(webui):
+    images, _ = webui.generate([True, "random_sd15.safetensors", 1.0, 0.5], batch_size=2,
+                               prompt="a [red:blue:2] fox AND a snowy forest")
+    assert len(images) == 2
+    assert webui.calls() == [4] * STEPS  # two images of two AND-parts each, no negative rows
+
+
+def test_hires_fix_and_img2img_run_with_dice(webui):
+    hires = {"enable_hr": True, "hr_scale": 1.5, "hr_upscaler": "Latent", "hr_second_pass_steps": 2,
+             "denoising_strength": 0.6}
+    if webui.kind == "forge":
+        hires["hr_additional_modules"] = ["Use same choices"]
+    images, _ = webui.generate([True, "random_sd15.safetensors", 1.0, 0.5], **hires)
+    assert images[0].shape == (96, 96, 3)
+    assert set(webui.calls()) == {1}
+    init = io.BytesIO()
+    from PIL import Image
+
+    Image.fromarray(images[0]).save(init, format="PNG")
+    images, info = webui.generate([True, "random_sd15.safetensors", 1.0, 0.5], endpoint="img2img",
+                                  init_images=[base64.b64encode(init.getvalue()).decode()], denoising_strength=0.6)
+    assert len(images) == 1 and "DICE sharpener" in info["infotexts"][0]
+    assert set(webui.calls()) == {1}
+
+
+@pytest.mark.parametrize(("name", "message"), [
+    ("hostile.safetensors", "hostile.safetensors"),
+    ("sdxl_width.safetensors", "768 (SD1.x (CLIP-L)) wide but this sharpener was trained for 2048"),
+    ("gone.safetensors", "no sharpener 'gone.safetensors'"),
+])
+def test_a_bad_file_stops_the_generation_with_its_reason_and_the_host_keeps_running(webui, name, message):
+    images, info = webui.generate([True, name, 1.0, 0.5])
+    assert images == [] and message in info["extra_generation_params"]["DICE error"]
+    assert len(webui.generate([True, "random_sd15.safetensors", 1.0, 0.5])[0]) == 1

@@ -1,0 +1,74 @@
+"""One training step's mathematics: the batch, CFG's teacher prediction, the student's, the loss, and its gradient
+taken a micro-batch at a time."""
+from __future__ import annotations
+
+import contextlib
+import random
+
+import torch
+import torch.nn.functional as F
+
+from .backend import DiffusionBackend
+from .sampler import vector_input
+
+
+def teacher_noise(backend: DiffusionBackend, batch: dict, guidance: float) -> torch.Tensor:
+    """CFG's prediction, cond and uncond in one batched call: eps_ref + w·(eps_c − eps_ref)."""
+    x, sigma = batch["x"], batch["sigma"]
+    y = None if batch.get("y") is None else torch.cat([batch["y"], batch["y_ref"]])
+    eps = backend.predict_noise(torch.cat([x, x]), torch.cat([sigma, sigma]), torch.cat([batch["c"], batch["c_ref"]]),
+                                **vector_input(y))
+    eps_cond, eps_ref = eps.chunk(2)
+    return eps_ref + guidance * (eps_cond - eps_ref)
+
+
+def single_call(backend: DiffusionBackend, batch: dict, context: torch.Tensor) -> torch.Tensor:
+    """One call with the prompt's own vector input, whatever the cross-attention context (plain or sharpened)."""
+    return backend.predict_noise(batch["x"], batch["sigma"], context, **vector_input(batch.get("y")))
+
+
+def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, kind: str) -> torch.Tensor:
+    return F.l1_loss(student.float(), teacher.float()) if kind == "l1" else F.mse_loss(student.float(), teacher.float())
+
+
+def reference_prompts(count: int, negatives: list[str], rng: random.Random) -> list[str]:
+    """The empty prompt for each sample, or random negative prompts (the paper's option for negative prompts)."""
+    return [rng.choice(negatives) for _ in range(count)] if negatives else [""] * count
+
+
+def make_batch(backend: DiffusionBackend, count: int, generator: torch.Generator, negatives: list[str],
+               device: torch.device) -> dict:
+    x0, prompts = backend.sample_training_latents(count, generator)
+    rng = random.Random(int(torch.randint(0, 2 ** 31 - 1, (1,), generator=generator)))
+    references = reference_prompts(count, negatives, rng)
+    sigma = backend.sample_sigmas(count, generator)
+    noise = torch.randn(x0.shape, generator=generator)
+    batch = {"x": x0 + sigma.view(-1, 1, 1, 1) * noise.to(x0.device), "sigma": sigma,
+             "c": backend.encode_prompts(prompts), "c_ref": backend.encode_prompts(references),
+             "y": backend.encode_vectors(prompts), "y_ref": backend.encode_vectors(references)}
+    return {k: v.to(device) for k, v in batch.items() if v is not None}
+
+
+def split_batch(batch: dict, size: int) -> list[dict]:
+    count = len(batch["x"])
+    return [{k: v[start:start + size] for k, v in batch.items()} for start in range(0, count, size)]
+
+
+def accumulate_gradients(model: torch.nn.Module, backend: DiffusionBackend, batch: dict, micro_batch: int,
+                         guidance: float, loss_kind: str, scaler: torch.amp.GradScaler | None = None) -> float:
+    """Backward of the whole batch's loss, micro_batch samples at a time, into the gradients of model; returns the
+    loss. Each part's loss is weighted by its share of the batch, so the gradients equal one pass over the batch."""
+    parts = split_batch(batch, micro_batch)
+    total, loss_sum = len(batch["x"]), 0.0
+    for index, part in enumerate(parts):
+        last = index == len(parts) - 1
+        # DDP averages gradients across processes once, on the last part; the others only add up locally.
+        syncing = contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync()
+        with syncing:
+            with torch.no_grad():
+                teacher = teacher_noise(backend, part, guidance)
+            student = single_call(backend, part, part["c"] + model(part["c"], part["c_ref"]))
+            loss = distillation_loss(student, teacher, loss_kind) * (len(part["x"]) / total)
+            (scaler.scale(loss) if scaler is not None else loss).backward()
+        loss_sum += float(loss.detach())
+    return loss_sum

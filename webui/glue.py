@@ -1,0 +1,140 @@
+"""Automatic1111 / Forge ↔ the sharpener core. No host import, so it is tested everywhere; scripts/dice.py is the
+host's side (gradio, callbacks) and calls only this.
+
+The host hands the extension each step's text conditioning after it has picked it (prompt editing, AND-parts,
+hires fix, img2img): a tensor [rows, 77·k, width], or SDXL's dict whose "crossattn" is that tensor and whose
+"vector" (pooled CLIP-G and sizes) stays as it is. Every row becomes c + α·r(c, c_ref) − β·(c_neg − c_null), with
+the formulas of the core.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..sharpeners import ConditioningError, SharpenerFile, negative_shift, sharpen, sharpening_residual
+from ..sharpeners.cache import SharpenerCache
+
+TITLE = "DICE: CFG at cfg 1"  # the key of alwayson_scripts in the API; never changes
+FOLDER_NAME = "sharpeners"  # models/sharpeners, as in ComfyUI
+NONE = "None"
+# Infotext keys, written into every image and read back when it is pasted.
+KEY_SHARPENER, KEY_ALPHA, KEY_BETA = "DICE sharpener", "DICE alpha", "DICE beta"
+# The host's setting that drops the negative pass ("Ignore negative prompt during early sampling"): 1.0 drops it
+# on every step, so CFG 1 costs one UNet call a step in Automatic1111 as it does in Forge and ComfyUI.
+SKIP_NEGATIVE_SETTING, SKIP_NEGATIVE_INFOTEXT = "skip_early_cond", "Skip Early CFG"
+
+_cache = SharpenerCache()
+
+
+def sharpener_folder(models_path: str, override: str | None = None) -> Path:
+    """--dice-sharpeners-dir, else <models>/sharpeners (which follows the host's --models-dir and --data-dir)."""
+    return Path(override).expanduser() if override else Path(models_path) / FOLDER_NAME
+
+
+def list_sharpeners(folder: Path) -> list[str]:
+    """The .safetensors files under folder, as relative names; never anything that could be a pickle."""
+    if not folder.is_dir():
+        return []
+    names = [p.relative_to(folder).as_posix() for p in folder.rglob("*.safetensors") if p.is_file()]
+    return sorted(names, key=str.lower)
+
+
+def resolve_sharpener(folder: Path, name: str) -> Path:
+    """The file a dropdown name (or a pasted infotext value) stands for; a clear error when it is not there."""
+    path = (folder / name).resolve()
+    if folder.resolve() not in path.parents or path.suffix != ".safetensors" or not path.is_file():
+        available = ", ".join(list_sharpeners(folder)[:8]) or "none"
+        raise ConditioningError(f"DICE: no sharpener '{name}' in {folder} (there: {available})")
+    return path
+
+
+def load(folder: Path, name: str) -> SharpenerFile:
+    """The named sharpener, loaded once and reloaded when its file changes; bad files are refused by name."""
+    return _cache.get(os.fspath(resolve_sharpener(folder, name)))
+
+
+def guidance_warning(cfg_scale: float) -> str | None:
+    """DICE replaces CFG: with the CFG scale above 1 as well, guidance would apply twice."""
+    if abs(cfg_scale - 1.0) > 1e-6:
+        return (f"DICE is on with CFG scale {cfg_scale:g}: guidance applies twice (the sharpener's and CFG's), and "
+                "each step costs two UNet calls; set CFG scale to 1")
+    return None
+
+
+def skip_negative_pass(opts_data: dict, default: float, override_settings: dict) -> None:
+    """Ask Automatic1111 to drop the negative pass for this generation. The host restores after a generation only
+    the settings already in opts.data, so the setting is put there first: otherwise 1.0 would stay for every
+    later generation."""
+    opts_data.setdefault(SKIP_NEGATIVE_SETTING, default)
+    override_settings[SKIP_NEGATIVE_SETTING] = 1.0
+
+
+def first_cond(encoded) -> torch.Tensor:
+    """The cross-attention tensor, batch first, of an encoded prompt (tensor or SDXL dict, batched or not)."""
+    tensor = encoded["crossattn"] if isinstance(encoded, dict) else encoded
+    if not isinstance(tensor, torch.Tensor):
+        raise ConditioningError(f"DICE: the host's conditioning is a {type(tensor).__name__}, not a tensor")
+    return tensor[None] if tensor.ndim == 2 else tensor
+
+
+@dataclass
+class Generation:
+    """What one generation sharpens with: the sharpener, its strengths, and the encoded prompts it needs."""
+
+    sharpener: SharpenerFile
+    alpha: float
+    beta: float
+    negative_prompt: str
+    encoded: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def prompts_to_encode(self) -> list[str]:
+        """The empty prompt, and the negative prompt when there is one (the reference and the shift)."""
+        return [""] + ([self.negative_prompt] if self.negative_prompt.strip() else [])
+
+    def check_width(self) -> None:
+        """This checkpoint's embedding width against the sharpener's, before any step (the core names both)."""
+        sharpening_residual(self.sharpener.network, self.encoded[""], self.encoded[""])
+
+    def apply(self, text_cond):
+        """The host's text_cond with every row sharpened (and shifted away from the negative prompt); SDXL's
+        vector input unchanged. A new object: the host's own (cached across generations) is never changed."""
+        if isinstance(text_cond, dict):
+            return {**text_cond, "crossattn": self._sharpen(text_cond["crossattn"])}
+        return self._sharpen(text_cond)
+
+    def _sharpen(self, c: torch.Tensor) -> torch.Tensor:
+        null = self.encoded[""]
+        negative = self.encoded.get(self.negative_prompt) if self.negative_prompt.strip() else None
+        # The paper's r(c, c_neg): with a negative prompt, it is the reference; else the empty prompt is.
+        reference = negative if negative is not None else null
+        network = self.sharpener.network.to(c.device)
+        out = sharpen(network, c, reference.to(c.device), self.alpha)
+        if negative is not None and self.beta:
+            out = negative_shift(out, negative.to(c.device), null.to(c.device), self.beta)
+        return out
+
+
+def infotext(name: str, alpha: float, beta: float, negative_prompt: str) -> dict[str, str]:
+    """The generation parameters written into the image (β only when a negative prompt used it)."""
+    params = {KEY_SHARPENER: name, KEY_ALPHA: f"{alpha:g}"}
+    if negative_prompt.strip():
+        params[KEY_BETA] = f"{beta:g}"
+    return params
+
+
+def from_infotext(params: dict, key: str, fallback):
+    """A pasted image's value for one control: its DICE fields when it has them, else the control's fallback."""
+    if key == "enabled":
+        return KEY_SHARPENER in params
+    value = params.get(key)
+    if value is None:
+        return fallback
+    if key == KEY_SHARPENER:
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        return fallback
