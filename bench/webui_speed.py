@@ -53,7 +53,7 @@ def main() -> None:
         seconds = {name: [] for name in kinds}
         calls = {}
         try:
-            host.generate(**request, steps=1, width=64, height=64)  # warm-up
+            host.generate(**{**request, "steps": 1, "width": 64, "height": 64})  # warm-up
             for _ in range(options.repeats):
                 for name, (change, dice) in kinds.items():
                     host.call("/dice-test/calls")

@@ -164,3 +164,16 @@ def test_sample_grids_are_real_pngs_that_read_back_exactly(tmp_path):
     with pytest.raises(ValueError, match="expected uint8"):
         save_png(tmp_path / "bad.png", picture.astype(np.float32))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["grid.png"]
+
+
+def test_a_long_prompt_is_batched_with_the_77_token_reference_as_comfyui_does():
+    from dice_pack.training.step import make_batch, teacher_noise
+    from dice_pack.training.testbed.model import Testbed as Model
+
+    testbed = Model.load()
+    batch = make_batch(testbed, 3, torch.Generator().manual_seed(2), [], torch.device("cpu"))
+    # 154 tokens (the prompt repeated whole) against the reference's 77: cross-attention gives the same prediction.
+    long = {**batch, "c": torch.cat([batch["c"], batch["c"]], dim=1)}
+    with torch.no_grad():
+        torch.testing.assert_close(teacher_noise(testbed, long, 5.0), teacher_noise(testbed, batch, 5.0),
+                                   rtol=1e-4, atol=1e-5)

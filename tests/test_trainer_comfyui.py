@@ -90,7 +90,8 @@ def test_a_captioned_folder_trains_saves_and_the_file_loads_in_the_nodes(comfy):
 
 def prompts_file(folder: Path) -> Path:
     prompts = folder / "prompts.txt"
-    prompts.write_text("a red fox\na lighthouse at dusk\n")
+    long = ", ".join(["a lighthouse on a rocky coast at dusk with gulls and spray, oil painting"] * 6)  # > 75 tokens
+    prompts.write_text(f"a red fox\na lighthouse at dusk\n{long}\n")
     return prompts
 
 
@@ -99,12 +100,14 @@ def test_prompts_only_makes_its_own_training_latents(comfy):
     prompts = prompts_file(folder)
     out = folder / "from_prompts.safetensors"
     done = train(comfy, "--ckpt", str(checkpoint), "--data", str(prompts), "--steps", "1", "--batch", "2",
-                 "--name", "prompts", "--out", str(out))
+                 "--name", "prompts", "--out", str(out), "--sample-every", "1")
     assert done.returncode == 0, done.stderr[-3000:]
     assert load_sharpener(out).info.training_steps == 1
     cache = folder / "runs" / "prompts" / "cache"
-    assert len(list((cache / "latents").glob("*.safetensors"))) == 2
-    assert len(list((cache / "text").glob("*.safetensors"))) == 3  # the two prompts and the empty one
+    # The long prompt (154 tokens) was drawn with CFG against the empty prompt's 77, trained on, and sampled.
+    assert len(list((cache / "latents").glob("*.safetensors"))) == 3
+    assert len(list((cache / "text").glob("*.safetensors"))) == 4  # the three prompts and the empty one
+    assert (folder / "runs" / "prompts" / "samples" / "step000001.png").is_file()
 
 
 def test_with_no_data_it_plans_then_trains_on_the_shipped_prompts_drawing_only_what_it_uses(comfy):

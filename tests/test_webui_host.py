@@ -145,3 +145,25 @@ def test_a_bad_file_stops_the_generation_with_its_reason_and_the_host_keeps_runn
     images, info = webui.generate([True, name, 1.0, 0.5])
     assert images == [] and message in info["extra_generation_params"]["DICE error"]
     assert len(webui.generate([True, "random_sd15.safetensors", 1.0, 0.5])[0]) == 1
+
+
+def test_a_long_prompt_with_a_negative_makes_one_call_per_step(webui):
+    long = ", ".join(["a red fox in the snow at dusk, detailed fur, golden light, pine trees"] * 6)  # > 75 tokens
+    images, info = webui.generate([True, "random_sd15.safetensors", 1.0, 0.5], prompt=long, negative_prompt="blurry")
+    assert len(images) == 1 and "DICE error" not in info["extra_generation_params"]
+    assert webui.calls() == [1] * STEPS
+
+
+def test_pasted_parameters_turn_dice_on_with_the_same_values_and_give_the_same_image(webui):
+    if webui.kind == "forge":
+        pytest.skip("Forge's API cannot apply any infotext (its apply_infotext calls isinstance on list[str] and "
+                    "raises TypeError before reaching extensions); its UI paste is not driven by these tests")
+    images, info = webui.generate([True, "random_sd15.safetensors", 0.75, 0.25], negative_prompt="blurry")
+    text = info["infotexts"][0]
+    assert "DICE alpha: 0.75" in text and "DICE beta: 0.25" in text
+    # The webui's API reads an infotext the way its paste button does, through the scripts' infotext fields.
+    webui.calls()
+    pasted, pasted_info = webui.webui.generate(None, infotext=text)
+    assert np.array_equal(pasted[0], images[0])
+    assert "DICE sharpener: random_sd15.safetensors" in pasted_info["infotexts"][0]
+    assert webui.calls() == [1] * STEPS

@@ -164,9 +164,11 @@ class ComfyBackend:
         begun = time.perf_counter()
         captions = [self.examples[i].caption for i in indices]
         keys, seeds = zip(*(self._prompt_key(c) for c in captions))
-        drawn = sample(self.predict_noise, self.encode_prompts(captions), self.sampling_sigmas(self.draw_steps),
-                       list(seeds), self.latent_shape, self.null_embedding(), self.guidance,
-                       y=self.encode_vectors(captions), null_y=self.encode_vectors([""])).cpu()
+        # Long prompts' 77·k tokens and the empty prompt's 77, tiled to one length as ComfyUI batches them.
+        context, null = repeat_to_common_length([self.encode_prompts(captions), self.null_embedding()])
+        drawn = sample(self.predict_noise, context, self.sampling_sigmas(self.draw_steps), list(seeds),
+                       self.latent_shape, null, self.guidance, y=self.encode_vectors(captions),
+                       null_y=self.encode_vectors([""])).cpu()
         for index, key, latent in zip(indices, keys, drawn):
             self.latents[index] = latent.clone()
             write_atomic(self._cache_path(key), lambda temporary: save_file({"tensor": self.latents[index]}, temporary))

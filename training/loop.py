@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..sharpeners import Sharpener, SharpenerConfig, TrainingInfo, save_sharpener
+from ..sharpeners import Sharpener, SharpenerConfig, TrainingInfo, repeat_to_common_length, save_sharpener
 from .backend import DiffusionBackend
 from .checkpoint import load_state, save_state, write_atomic
 from .distributed import Distributed
@@ -94,10 +94,13 @@ def sample_grid(backend: DiffusionBackend, sharpener: torch.nn.Module, prompts: 
     for first in range(0, len(prompts), micro_batch):
         part = prompts[first:first + micro_batch]
         c, seeds = backend.encode_prompts(part), list(range(first, first + len(part)))
+        c, null_part = repeat_to_common_length([c, null])  # long prompts: 77·k tokens against the empty prompt's 77
         vectors = {"y": backend.encode_vectors(part), "null_y": backend.encode_vectors([""])}
         rows[0].append(sample(backend.predict_noise, c, sigmas, seeds, shape, **vectors))
-        rows[1].append(sample(backend.predict_noise, c, sigmas, seeds, shape, null=null, cfg_scale=guidance, **vectors))
-        rows[2].append(sample(backend.predict_noise, c + sharpener(c, null.expand_as(c)), sigmas, seeds, shape, **vectors))
+        rows[1].append(sample(backend.predict_noise, c, sigmas, seeds, shape, null=null_part, cfg_scale=guidance,
+                              **vectors))
+        rows[2].append(sample(backend.predict_noise, c + sharpener(c, null.expand(len(c), -1, -1)), sigmas, seeds, shape,
+                              **vectors))
     return grid(np.concatenate([backend.decode(torch.cat(row)) for row in rows]), len(prompts), scale=3)
 
 

@@ -8,6 +8,7 @@ import random
 import torch
 import torch.nn.functional as F
 
+from ..sharpeners.formulas import repeat_to_common_length
 from .backend import DiffusionBackend
 from .sampler import vector_input
 
@@ -16,8 +17,9 @@ def teacher_noise(backend: DiffusionBackend, batch: dict, guidance: float) -> to
     """CFG's prediction, cond and uncond in one batched call: eps_ref + w·(eps_c − eps_ref)."""
     x, sigma = batch["x"], batch["sigma"]
     y = None if batch.get("y") is None else torch.cat([batch["y"], batch["y_ref"]])
-    eps = backend.predict_noise(torch.cat([x, x]), torch.cat([sigma, sigma]), torch.cat([batch["c"], batch["c_ref"]]),
-                                **vector_input(y))
+    # Long prompts' 77·k tokens and the reference's 77, tiled to one length as ComfyUI batches cond and uncond.
+    contexts = repeat_to_common_length([batch["c"], batch["c_ref"]])
+    eps = backend.predict_noise(torch.cat([x, x]), torch.cat([sigma, sigma]), torch.cat(contexts), **vector_input(y))
     eps_cond, eps_ref = eps.chunk(2)
     return eps_ref + guidance * (eps_cond - eps_ref)
 

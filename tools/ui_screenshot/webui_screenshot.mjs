@@ -21,7 +21,8 @@ try {
   await cfg.press("Enter");
   const dropdown = page.locator("#txt2img_dice_sharpener input");
   await dropdown.click();
-  await page.getByRole("option", { name: sharpener }).click();
+  await page.locator("#txt2img_dice_sharpener ul.options li", { hasText: sharpener }).first().click();
+  await page.locator("#txt2img_dice_alpha").click({ position: { x: 5, y: 5 } }); // closes the option list
   await page.waitForTimeout(1000);
   await accordion.scrollIntoViewIfNeeded();
   await page.screenshot({ path: out, fullPage: false });
