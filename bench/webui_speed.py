@@ -46,7 +46,7 @@ def main() -> None:
         sharpeners = webui_host.prepare_data_dir(data, with_counter=True)
         torch.manual_seed(0)
         save_sharpener(sharpeners / SHARPENER, Sharpener(SharpenerConfig(embed_dim=768)), TrainingInfo())
-        host = webui_host.start(options.kind, Path(options.a1111).resolve(), options.a1111_python, data)
+        host = webui_host.start(options.kind, Path(options.a1111).resolve(), options.a1111_python, data, counting=True)
         request = {"prompt": "a red fox in the snow", "negative_prompt": "", "steps": options.steps,
                    "width": options.size, "height": options.size, "sampler_name": "Euler", "seed": 1}
         kinds = {"cfg 5": ({"cfg_scale": 5}, None), "DICE, cfg 1": ({"cfg_scale": 1}, [True, SHARPENER, 1.0, 0.5])}

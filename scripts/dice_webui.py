@@ -133,4 +133,11 @@ def sharpen_step(params) -> None:
         refuse(p, str(error))
 
 
+def add_api(demo, app) -> None:
+    """GET /dice/v1/sharpeners: the folder and the files the dropdown offers, for API users."""
+    app.add_api_route("/dice/v1/sharpeners", lambda: {"folder": str(folder()), "sharpeners": glue.list_sharpeners(folder())},
+                      methods=["GET"])
+
+
 script_callbacks.on_cfg_denoiser(sharpen_step)
+script_callbacks.on_app_started(add_api)

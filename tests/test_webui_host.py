@@ -68,11 +68,18 @@ def webui(request, tmp_path_factory):
     save_random(sharpeners / "sdxl_width.safetensors", width=2048)
     (sharpeners / "hostile.safetensors").write_bytes(b"\x80\x04\x95" + b"\0" * 64)
     try:
-        started = webui_host.start(kind, Path(os.environ[path_variable]).resolve(), os.environ[python_variable], data)
+        started = webui_host.start(kind, Path(os.environ[path_variable]).resolve(), os.environ[python_variable], data,
+                                   counting=True)
     except RuntimeError as error:
         pytest.fail(str(error))
     yield Host(started)
     started.stop()
+
+
+def test_the_api_lists_the_sharpeners_the_dropdown_offers(webui):
+    listed = webui.call("/dice/v1/sharpeners")
+    assert listed["sharpeners"] == ["hostile.safetensors", "random_sd15.safetensors", "sdxl_width.safetensors"]
+    assert listed["folder"].endswith("models/sharpeners")
 
 
 def test_script_info_lists_the_accordion_with_its_inputs_in_order(webui):

@@ -83,7 +83,7 @@ def prepare_data_dir(data: Path, with_counter: bool = False) -> Path:
     return sharpeners
 
 
-def start(kind: str, root: Path, python: str, data: Path, timeout: float = 300) -> WebUI:
+def start(kind: str, root: Path, python: str, data: Path, timeout: float = 300, counting: bool = False) -> WebUI:
     """The host serving its API on a free port, once its scripts answer; RuntimeError with its log if it fails."""
     port, log = free_port(), data / "host.log"
     environment = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
@@ -94,9 +94,12 @@ def start(kind: str, root: Path, python: str, data: Path, timeout: float = 300) 
         cwd=root, stdout=log.open("w"), stderr=subprocess.STDOUT, env=environment)
     host = WebUI(kind, f"http://127.0.0.1:{port}", log, process)
     deadline = time.time() + timeout
+    # The extensions' routes come last, after the webui's own API answers: wait for them too.
+    ready = ["/sdapi/v1/script-info", "/dice/v1/sharpeners"] + (["/dice-test/calls"] if counting else [])
     while True:
         try:
-            host.call("/sdapi/v1/script-info", timeout=10)
+            for path in ready:
+                host.call(path, timeout=10)
             break
         except (urllib.error.URLError, ConnectionError, RuntimeError, json.JSONDecodeError, TimeoutError, OSError):
             if process.poll() is not None or time.time() > deadline:

@@ -67,7 +67,9 @@ class PeakMemory:
 def free_memory(device: torch.device) -> int | None:
     """Bytes free for training now: the GPU's free memory, or the system's available memory; None if unknown."""
     if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
+        # What the driver has free, plus what torch's caching allocator holds but no tensor uses.
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return torch.cuda.mem_get_info(device)[0] + cached
     meminfo = Path("/proc/meminfo")
     if meminfo.exists():
         for line in meminfo.read_text().splitlines():
