@@ -21,6 +21,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from browser import default_chromium, ensure_browser  # tools/, this script's folder
+
 PACK_ROOT = Path(__file__).resolve().parents[1]
 HERE = PACK_ROOT / "tools" / "ui_screenshot"
 
@@ -61,16 +63,11 @@ def main() -> None:
     parser.add_argument("--comfy-root", default=os.environ.get("COMFYUI_PATH"), help="ComfyUI folder (default: $COMFYUI_PATH)")
     parser.add_argument("--workflow", default=str(PACK_ROOT / "example_workflows" / "dice_sd15_negative_prompt.json"))
     parser.add_argument("--out", default=str(PACK_ROOT / "docs" / "comfyui_dice_workflow.png"))
-    parser.add_argument("--chromium", default=shutil.which("chromium") or "/usr/bin/chromium")
+    parser.add_argument("--chromium", default=default_chromium())
     options = parser.parse_args()
     if not options.comfy_root:
         raise SystemExit("no ComfyUI: pass --comfy-root or set COMFYUI_PATH")
-    if not Path(options.chromium).exists():
-        raise SystemExit(f"no Chromium at {options.chromium}: install it (Debian: apt install chromium) or pass --chromium")
-    if not shutil.which("node"):
-        raise SystemExit("Node.js is needed to drive Chromium (playwright-core): install node and npm")
-    if not (HERE / "node_modules" / "playwright-core").is_dir():
-        subprocess.run(["npm", "install", "--no-audit", "--no-fund"], cwd=HERE, check=True)
+    ensure_browser(options.chromium)
     comfy_root = Path(options.comfy_root).resolve()
     workflow = json.loads(Path(options.workflow).read_text())
     base = Path(tempfile.mkdtemp(prefix="dice-ui-"))

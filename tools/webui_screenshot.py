@@ -16,6 +16,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from browser import default_chromium, ensure_browser  # tools/, this script's folder
+
 PACK_ROOT = Path(__file__).resolve().parents[1]
 HERE = PACK_ROOT / "tools" / "ui_screenshot"
 SHARPENER = "dreamshaper_8_dice.safetensors"
@@ -26,16 +28,11 @@ def main() -> None:
     parser.add_argument("--a1111", default=os.environ.get("A1111_PATH"), help="Automatic1111 folder ($A1111_PATH)")
     parser.add_argument("--a1111-python", default=os.environ.get("A1111_PYTHON"), help="its Python ($A1111_PYTHON)")
     parser.add_argument("--out", default=str(PACK_ROOT / "docs" / "a1111_dice.png"))
-    parser.add_argument("--chromium", default=shutil.which("chromium") or "/usr/bin/chromium")
+    parser.add_argument("--chromium", default=default_chromium())
     options = parser.parse_args()
     if not (options.a1111 and options.a1111_python):
         raise SystemExit("no Automatic1111: pass --a1111 and --a1111-python (or set A1111_PATH and A1111_PYTHON)")
-    if not Path(options.chromium).exists():
-        raise SystemExit(f"no Chromium at {options.chromium}: install it (Debian: apt install chromium) or pass --chromium")
-    if not shutil.which("node"):
-        raise SystemExit("Node.js is needed to drive Chromium (playwright-core): install node and npm")
-    if not (HERE / "node_modules" / "playwright-core").is_dir():
-        subprocess.run(["npm", "install", "--no-audit", "--no-fund"], cwd=HERE, check=True)
+    ensure_browser(options.chromium)
     sys.path.insert(0, str(PACK_ROOT / "training"))
     from train import load_pack
 
