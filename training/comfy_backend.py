@@ -119,6 +119,7 @@ class ComfyBackend:
         kept, latents = [], []
         images = [e for e in examples if e.image is not None]
         progress = Progress(len(images), "caching latents", "images") if images else None
+        done = 0
         for example in examples:
             if example.image is None:
                 kept.append(example)
@@ -130,7 +131,8 @@ class ComfyBackend:
             if cached is not None:
                 kept.append(example)
                 latents.append(cached["tensor"])
-            progress.update(sum(1 for e in kept if e.image is not None))
+            done += 1
+            progress.update(done)
         if not kept:
             raise DatasetError("no usable training examples: every image failed to load (see the warnings above)")
         return kept, latents

@@ -1,6 +1,7 @@
 """DICE training (the paper's Algorithm 1): a frozen model's CFG output teaches a sharpener to give it in one call."""
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -104,9 +105,15 @@ def sample_grid(backend: DiffusionBackend, sharpener: torch.nn.Module, prompts: 
     return grid(np.concatenate([backend.decode(torch.cat(row)) for row in rows]), len(prompts), scale=3)
 
 
-def is_out_of_memory(error: BaseException) -> bool:
-    """A GPU's out-of-memory error, or the CPU allocator's."""
-    return isinstance(error, torch.OutOfMemoryError) or "can't allocate memory" in str(error)
+@contextlib.contextmanager
+def out_of_memory_stops(message):
+    """A GPU's out-of-memory error, or the CPU allocator's, becomes SystemExit(message()); other errors pass."""
+    try:
+        yield
+    except (torch.OutOfMemoryError, RuntimeError) as error:
+        if not (isinstance(error, torch.OutOfMemoryError) or "can't allocate memory" in str(error)):
+            raise
+        raise SystemExit(message()) from None
 
 
 def out_of_memory_message(config: TrainConfig, plan, step: int, run_dir: Path) -> str:
@@ -158,15 +165,12 @@ def train(config: TrainConfig, backend: DiffusionBackend, info: RunInfo, run_dir
             f"{', loss scaling' if scaler.is_enabled() else ''}) on {dist.world_size} process(es), "
             f"{config.batch} samples each, {config.steps} steps")
     probe = torch.Generator().manual_seed(1)
-    try:
+    warm_up_message = ("out of memory in the warm-up step before training: pass a smaller --micro-batch (or "
+                       "--checkpointing on, or a lower --resolution); other programs using the GPU, such as a running "
+                       "ComfyUI, also take memory")
+    with out_of_memory_stops(lambda: warm_up_message):
         plan = make_plan(backend, sharpener, lambda count: make_batch(backend, count, probe, config.negatives, dist.device),
                          config.batch, config.guidance, config.loss, dist.device, config.micro_batch, config.checkpointing)
-    except (torch.OutOfMemoryError, RuntimeError) as error:
-        if not is_out_of_memory(error):
-            raise
-        raise SystemExit("out of memory in the warm-up step before training: pass a smaller --micro-batch (or "
-                         "--checkpointing on, or a lower --resolution); other programs using the GPU, such as a "
-                         "running ComfyUI, also take memory") from None
     if dist.is_main:
         # Training latents a prompts-only run still has to draw, the held-out batch's included.
         to_draw = getattr(backend, "latents_to_draw", lambda samples: 0)
@@ -188,12 +192,8 @@ def train(config: TrainConfig, backend: DiffusionBackend, info: RunInfo, run_dir
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(config, step)
         optimizer.zero_grad(set_to_none=True)
-        try:
+        with out_of_memory_stops(lambda: out_of_memory_message(config, plan, step, run_dir)):
             loss = accumulate_gradients(model, backend, batch, plan.micro_batch, config.guidance, config.loss, scaler)
-        except (torch.OutOfMemoryError, RuntimeError) as error:
-            if not is_out_of_memory(error):
-                raise
-            raise SystemExit(out_of_memory_message(config, plan, step, run_dir)) from None
         scaler.step(optimizer)
         scaler.update()
         training_seconds += time.time() - begun

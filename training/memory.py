@@ -86,7 +86,10 @@ def checkpoint_layers(model: torch.nn.Module, class_names: set[str]) -> int:
     gradients are on: the teacher's no-grad calls run as before). Returns how many layers now do."""
     count = 0
     for layer in model.modules():
-        if type(layer).__name__ not in class_names or getattr(layer, "_dice_checkpointed", False):
+        if type(layer).__name__ not in class_names:
+            continue
+        count += 1
+        if getattr(layer, "_dice_checkpointed", False):
             continue
         plain = layer.forward
 
@@ -96,7 +99,6 @@ def checkpoint_layers(model: torch.nn.Module, class_names: set[str]) -> int:
             return checkpoint(_plain, *args, use_reentrant=False, **kwargs)
 
         layer.forward, layer._dice_checkpointed = recomputed, True
-        count += 1
     return count
 
 

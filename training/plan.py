@@ -76,11 +76,11 @@ def make_plan(backend: DiffusionBackend, model: torch.nn.Module, make_batch, bat
     """Measure one sample, pick the micro-batch (checkpointing the frozen model's layers when not even one sample
     fits, or when asked), then time a warm-up step at that micro-batch. make_batch(count) draws training samples."""
     free, resident = free_memory(device), resident_memory(device)
-    checkpointed = checkpointing == "on" and getattr(backend, "checkpoint_layers", lambda: 0)() > 0
+    checkpointed = checkpointing == "on" and backend.checkpoint_layers() > 0
     one = make_batch(1)
     teacher_bytes, student_bytes = sample_memory(backend, model, one, guidance, loss, device)
     micro, reason = choose_micro_batch(batch_size, max(teacher_bytes, student_bytes), free, requested_micro_batch)
-    if micro < 1 and checkpointing == "auto" and getattr(backend, "checkpoint_layers", lambda: 0)() > 0:
+    if micro < 1 and checkpointing == "auto" and backend.checkpoint_layers() > 0:
         checkpointed, needed = True, student_bytes
         teacher_bytes, student_bytes = sample_memory(backend, model, one, guidance, loss, device)
         micro, reason = choose_micro_batch(batch_size, max(teacher_bytes, student_bytes), free, 0)
