@@ -9,6 +9,12 @@ noise for the same prompts: the trainer's ratio for a sharpener that had memoris
 then samples N seeds of every prompt (DPM-Solver++(2M), --sample-steps) with the fitted embeddings, unguided and with
 CFG, and reports their alignment: how much of CFG's image quality any single embedding per prompt reaches under the
 one-step noise objective. Prints the ratio as it falls and, on its last line, one JSON object.
+
+Other objectives, to see whether any of them lets an embedding reach further: --min-timestep T draws training noise
+levels from timesteps T…999 only (the noisy end, where composition forms); --objective x0 weights each error by σ (the
+denoised image's error); --objective endpoint fits the offsets so that a --run-steps DPM-Solver++(2M) run from a
+fresh seed ends where CFG's 20-step run from the same seed ends (L2 on the final latent, backpropagated through the
+run).
 """
 from __future__ import annotations
 
@@ -31,9 +37,13 @@ def main() -> None:
     parser.add_argument("--guidance", type=float, default=5.0)
     parser.add_argument("--images", type=int, default=0, help="seeds per prompt to sample with the fitted offsets")
     parser.add_argument("--sample-steps", type=int, default=20)
+    parser.add_argument("--objective", choices=["eps", "x0", "endpoint"], default="eps")
+    parser.add_argument("--min-timestep", type=int, default=0, help="train on timesteps from this one to 999 only")
+    parser.add_argument("--run-steps", type=int, default=10, help="sampling steps of the fitted run (endpoint)")
     options = parser.parse_args()
     load_pack()
     from dice_pack.training.loop import teacher_noise
+    from dice_pack.training.sampler import initial_noise, sample, sampling_run
     from dice_pack.training.testbed.evaluator import alignment
     from dice_pack.training.testbed.data import caption, random_named_scene, realise, render
     from dice_pack.training.testbed.model import Testbed
@@ -47,11 +57,12 @@ def main() -> None:
     offset = torch.zeros_like(c, requires_grad=True)
     optimizer = torch.optim.Adam([offset], lr=options.lr)
 
-    def noisy_batch(seed: int):
-        """Fresh images of the same prompts at random noise levels."""
+    def noisy_batch(seed: int, min_timestep: int = 0):
+        """Fresh images of the same prompts at random noise levels (timesteps min_timestep…999)."""
         generator, draw = torch.Generator().manual_seed(seed), random.Random(seed)
         x0 = testbed.encode_images(np.stack([render(draw, realise(draw, scene)) for scene in named]))
-        sigma = testbed.sample_sigmas(len(named), generator)
+        timesteps = torch.randint(min_timestep, len(testbed.schedule.sigmas), (len(named),), generator=generator)
+        sigma = testbed.schedule.sigmas[timesteps]
         return x0 + sigma.view(-1, 1, 1, 1) * torch.randn(x0.shape, generator=generator), sigma
 
     held_out = [noisy_batch(10_000 + i) for i in range(4)]
@@ -65,17 +76,31 @@ def main() -> None:
             near += float((testbed.predict_noise(x, sigma, c + offset) - teacher).abs().mean())
         return near / far
 
-    history = []
-    for step in range(options.steps):
-        x, sigma = noisy_batch(step)
+    def one_step_loss(step: int) -> torch.Tensor:
+        x, sigma = noisy_batch(step, options.min_timestep)
         with torch.no_grad():
             teacher = teacher_noise(testbed, {"x": x, "sigma": sigma, "c": c, "c_ref": null}, options.guidance)
-        loss = F.l1_loss(testbed.predict_noise(x, sigma, c + offset), teacher)
+        weight = sigma if options.objective == "x0" else torch.ones_like(sigma)
+        error = (testbed.predict_noise(x, sigma, c + offset) - teacher).abs()
+        return (error * (weight / weight.mean()).view(-1, 1, 1, 1)).mean()
+
+    def endpoint_loss(step: int) -> torch.Tensor:
+        seeds = torch.randint(100_000, 2 ** 31 - 1, (len(named),), generator=torch.Generator().manual_seed(step)).tolist()
+        target = sample(testbed.predict_noise, c, testbed.sampling_sigmas(20), seeds, testbed.latent_shape, null,
+                        options.guidance)
+        sigmas, context = testbed.sampling_sigmas(options.run_steps), c + offset
+        end = sampling_run(lambda x, sigma: testbed.predict_noise(x, sigma, context),
+                           initial_noise(seeds, testbed.latent_shape) * sigmas[0], sigmas)
+        return F.mse_loss(end, target)
+
+    history = []
+    for step in range(options.steps):
+        loss = endpoint_loss(step) if options.objective == "endpoint" else one_step_loss(step)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         if (step + 1) % 100 == 0 or step + 1 == options.steps:
-            history.append({"step": step + 1, "ratio": ratio(), "offset_norm_over_c": float(offset.norm() / c.norm())})
+            history.append({"step": step + 1, "ratio": ratio(), "offset_norm_over_c": float(offset.detach().norm() / c.norm())})
             print(f"step {step + 1}: held-out ratio {history[-1]['ratio']:.3f}, |offset|/|c| "
                   f"{history[-1]['offset_norm_over_c']:.2f}", flush=True)
     images = {}
@@ -88,7 +113,8 @@ def main() -> None:
             generated = testbed.generate(repeat(context), seeds, steps=options.sample_steps, cfg_scale=scale)
             images[label] = alignment(generated, scenes)
             print(f"{label}: alignment {images[label]:.1f} % over {len(seeds)} images", flush=True)
-    print(json.dumps({"prompts": options.prompts, "steps": options.steps, "lr": options.lr, "history": history,
+    print(json.dumps({"prompts": options.prompts, "steps": options.steps, "lr": options.lr,
+                      "objective": options.objective, "min_timestep": options.min_timestep, "history": history,
                       "final_ratio": history[-1]["ratio"], "alignment": images}))
 
 

@@ -4,10 +4,10 @@
 
 For each budget of UNet calls per image: unguided sampling; CFG at half the steps (the same calls) and at the same
 steps (twice the calls); embedding scaling (the best s of a grid); the training-free fusion c + (w−1)(c − c_null);
-a TeEFusion-style student (the testbed UNet fine-tuned to take w; trained on first use, a few minutes); and each
-sharpener given, all with DPM-Solver++(2M) on held-out prompts drawn with --prompt-seed. Prints a table, whether each
-DICE row meets the bar of equal-cost CFG, writes a plot of both metrics against calls, and prints one JSON object on
-its last line.
+a TeEFusion-style student (the testbed UNet fine-tuned to take w; trained on first use, a few minutes); each
+sharpener given; and with --cfg-then-dice the recipe CFG then the first sharpener for the last two steps; all with
+DPM-Solver++(2M) on held-out prompts drawn with --prompt-seed. Prints a table, whether each DICE row meets the bar of
+equal-cost CFG, writes a plot of both metrics against calls, and prints one JSON object on its last line.
 """
 from __future__ import annotations
 
@@ -37,6 +37,8 @@ def parse_args() -> argparse.Namespace:
                         "prompt (CFG with it as uncond against DICE with it as reference plus Negative Shift)")
     parser.add_argument("--negative-prompt", default="a picture on a gray background", help="the negative of those rows")
     parser.add_argument("--betas", default="0,0.5,1", help="the Negative Shift strengths β of those rows")
+    parser.add_argument("--cfg-then-dice", action="store_true", help="add rows for the recipe CFG for all but the "
+                        "last two steps, then the first sharpener (its first α) for those two (bench/levers/cfg_then_dice.py)")
     parser.add_argument("--skip", default="", help="peers to leave out, comma-separated (scaling,fusion,teefusion)")
     parser.add_argument("--plot", default="outputs/frontier.png")
     options = parser.parse_args()
@@ -115,7 +117,9 @@ def plot(rows: list[dict], path: Path) -> None:
     methods = list(dict.fromkeys(r["method"] for r in rows))
     for method in methods:
         points = sorted((r["calls"], r["alignment"], r["fd"]) for r in rows if r["method"] == method)
-        style = {"linewidth": 2.5, "marker": "o"} if method.startswith("dice") else {"linewidth": 1.2, "marker": "."}
+        style = ({"linewidth": 2.5, "marker": "o"} if method.startswith("dice") else
+                 {"linewidth": 2.0, "marker": "s", "linestyle": "--"} if method == "cfg-then-dice" else
+                 {"linewidth": 1.2, "marker": "."})
         for axis, column in zip(axes, (1, 2)):
             axis.plot([p[0] for p in points], [p[column] for p in points], label=method, **style)
     for axis, label in zip(axes, ("alignment % (higher is better)", "Fréchet distance (lower is better)")):
@@ -191,6 +195,16 @@ def main() -> None:
                 rows.append(measure(name, steps, steps, lambda: testbed.generate(sharpened, seeds, steps=steps),
                                     alpha=alpha, file=Path(path).name))
             verdicts += bar_verdicts(rows, name)
+    if options.cfg_then_dice:
+        loaded = load_sharpener(options.sharpener[0])
+        alpha = loaded.info.default_alpha if options.alpha is None else float(options.alpha.split(",")[0])
+        sharpened = sharpen(loaded.network, context, null, alpha)
+        for calls in options.budgets:
+            # k CFG steps (2k calls) and two sharpened ones: calls = 2k + 2, over one schedule of k + 2 steps.
+            cfg_steps = calls // 2 - 1
+            rows.append(measure("cfg-then-dice", cfg_steps + 2, calls, lambda: testbed.generate_cfg_then(
+                context, sharpened, seeds, cfg_steps + 2, cfg_steps, options.cfg), alpha=alpha, cfg_steps=cfg_steps,
+                w=options.cfg, file=Path(options.sharpener[0]).name))
 
     if options.negatives_sharpener:
         rows += negative_rows(options, testbed, context, null, measure)

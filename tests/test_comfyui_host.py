@@ -147,6 +147,8 @@ def api_prompt(host: Host, workflow: Path, **changes) -> dict:
             inputs.update(width=64, height=64)
         elif kind == "KSampler":
             inputs.update(steps=2)
+        elif kind == "KSamplerAdvanced":  # CFG then DICE: the hand-over moves to the last two of 3 steps
+            inputs.update(steps=3, **{key: 1 for key in ("start_at_step", "end_at_step") if 0 < inputs[key] < 10000})
         elif kind == "DICESharpenConditioning" and "alpha" in changes:
             inputs["alpha"] = changes["alpha"]
         elif kind == "DICENegativeShift" and "beta" in changes:
@@ -164,6 +166,13 @@ def node_title(workflow: Path, api_node: dict) -> str:
 
 def find(prompt: dict, kind: str) -> str:
     return next(key for key, node in prompt.items() if node["class_type"] == kind)
+
+
+def samplers_on_dice(prompt: dict) -> list[dict]:
+    """The inputs of every sampler whose positive conditioning comes from one of the pack's nodes."""
+    dice = {key for key, node in prompt.items() if node["class_type"] in NODE_IDS}
+    return [node["inputs"] for node in prompt.values()
+            if node["class_type"] in ("KSampler", "KSamplerAdvanced") and node["inputs"]["positive"][0] in dice]
 
 
 def test_the_three_nodes_load_with_their_fixed_ids_names_and_tooltips(host):
@@ -188,8 +197,8 @@ def test_the_loader_lists_models_sharpeners_and_extra_model_paths_but_no_pickles
 @pytest.mark.parametrize("workflow", WORKFLOWS, ids=[w.stem for w in WORKFLOWS])
 def test_example_workflow_runs_through_the_prompt_api(host, workflow):
     prompt = api_prompt(host, workflow)
-    sampler = prompt[find(prompt, "KSampler")]["inputs"]
-    assert sampler["cfg"] == 1.0
+    samplers = samplers_on_dice(prompt)
+    assert samplers and all(sampler["cfg"] == 1.0 for sampler in samplers)
     entry = host.run(prompt)
     assert entry["status"]["status_str"] == "success", entry["status"]
     assert host.image_bytes(entry)[:8] == b"\x89PNG\r\n\x1a\n"

@@ -22,6 +22,7 @@ OUTPUTS = {
     "DICENegativeShift": [("conditioning", "CONDITIONING")],
     "EmptyLatentImage": [("LATENT", "LATENT")],
     "KSampler": [("LATENT", "LATENT")],
+    "KSamplerAdvanced": [("LATENT", "LATENT")],
     "VAEDecode": [("IMAGE", "IMAGE")],
     "SaveImage": [],
     "Note": [],
@@ -34,6 +35,8 @@ INPUTS = {
     "DICENegativeShift": [("conditioning", "CONDITIONING"), ("negative", "CONDITIONING"), ("null", "CONDITIONING")],
     "KSampler": [("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
                  ("latent_image", "LATENT")],
+    "KSamplerAdvanced": [("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
+                         ("latent_image", "LATENT")],
     "VAEDecode": [("samples", "LATENT"), ("vae", "VAE")],
     "SaveImage": [("images", "IMAGE")],
 }
@@ -74,8 +77,9 @@ class Graph:
         (OUT / name).write_text(json.dumps(document, indent=2) + "\n")
 
 
-def base_graph(with_negative: bool) -> tuple[Graph, int, int]:
-    """Checkpoint, prompts, sharpener; returns the graph, the conditioning for the KSampler and the empty prompt."""
+def base_graph(with_negative: bool) -> tuple[Graph, int, int, int]:
+    """Checkpoint, prompts, sharpener; returns the graph, the conditioning for the KSampler, the empty prompt and the
+    plain prompt."""
     g = Graph()
     checkpoint = g.node("CheckpointLoaderSimple", (30, 200), (320, 100), [CHECKPOINT])
     positive = g.node("CLIPTextEncode", (400, 40), (420, 150), [PROMPT], "Prompt")
@@ -88,7 +92,7 @@ def base_graph(with_negative: bool) -> tuple[Graph, int, int]:
     g.link(loader, 0, sharpen, "sharpener")
     if not with_negative:
         g.link(empty, 0, sharpen, "reference")
-        return g, sharpen, empty
+        return g, sharpen, empty, positive
     negative = g.node("CLIPTextEncode", (400, 380), (420, 130), [NEGATIVE], "Negative prompt")
     g.link(checkpoint, 1, negative, "clip")
     # The paper's negative-prompt form: r(c, c_neg), then the shift −β·(c_neg − c_null).
@@ -97,42 +101,74 @@ def base_graph(with_negative: bool) -> tuple[Graph, int, int]:
     g.link(sharpen, 0, shift, "conditioning")
     g.link(negative, 0, shift, "negative")
     g.link(empty, 0, shift, "null")
-    return g, shift, empty
+    return g, shift, empty, positive
 
 
 def sampler_tail(g: Graph, conditioning: int, empty: int, note: str) -> None:
     """Empty latent, KSampler at cfg 1.0, decode, save, and a note for the user."""
     latent = g.node("EmptyLatentImage", (880, 620), (320, 110), [512, 512, 1])
     sampler = g.node("KSampler", (1250, 200), (320, 270), [42, "fixed", 20, 1.0, "dpmpp_2m", "karras", 1.0])
-    decode = g.node("VAEDecode", (1620, 200), (210, 50), [])
-    save = g.node("SaveImage", (1620, 300), (420, 460), ["DICE"])
-    g.node("Note", (30, 400), (330, 260), [note])
     g.link(1, 0, sampler, "model")
     g.link(conditioning, 0, sampler, "positive")
     # At cfg 1.0 ComfyUI never evaluates this input; it is connected because the KSampler requires it.
     g.link(empty, 0, sampler, "negative")
     g.link(latent, 0, sampler, "latent_image")
+    decode_and_save(g, sampler, note, 260)
+
+
+def decode_and_save(g: Graph, sampler: int, note: str, note_height: int) -> None:
+    """The last sampler's latent decoded with the checkpoint's VAE and saved; the note beside the graph."""
+    decode = g.node("VAEDecode", (1620, 200), (210, 50), [])
+    save = g.node("SaveImage", (1620, 300), (420, 460), ["DICE"])
+    g.node("Note", (30, 400), (330, note_height), [note])
     g.link(sampler, 0, decode, "samples")
     g.link(1, 2, decode, "vae")
     g.link(decode, 0, save, "images")
 
 
+def cfg_then_dice_tail(g: Graph, conditioning: int, empty: int, prompt: int, note: str, steps: int = 12,
+                       cfg: float = 5.0) -> None:
+    """Two KSampler (Advanced): CFG on the plain prompt for all but the last two steps, then DICE at cfg 1.0."""
+    latent = g.node("EmptyLatentImage", (880, 620), (320, 110), [512, 512, 1])
+    first = g.node("KSamplerAdvanced", (1250, 40), (320, 330),
+                   ["enable", 42, "fixed", steps, cfg, "dpmpp_2m", "karras", 0, steps - 2, "enable"], "CFG steps")
+    second = g.node("KSamplerAdvanced", (1250, 420), (320, 330),
+                    ["disable", 42, "fixed", steps, 1.0, "dpmpp_2m", "karras", steps - 2, 10000, "disable"],
+                    "DICE steps (cfg 1.0)")
+    for sampler in (first, second):
+        g.link(1, 0, sampler, "model")
+        g.link(empty, 0, sampler, "negative")
+    g.link(prompt, 0, first, "positive")  # the plain prompt: CFG guides it with the empty prompt as uncond
+    g.link(latent, 0, first, "latent_image")
+    g.link(conditioning, 0, second, "positive")
+    g.link(first, 0, second, "latent_image")
+    decode_and_save(g, second, note, 300)
+
+
 def main() -> None:
     OUT.mkdir(exist_ok=True)
-    g, conditioning, empty = base_graph(with_negative=False)
+    g, conditioning, empty, _ = base_graph(with_negative=False)
     sampler_tail(g, conditioning, empty,
                  "DICE at cfg 1.0: one UNet call per step instead of two.\n\n"
                  f"Put your checkpoint in models/checkpoints and its sharpener ({SHARPENER}, made by "
                  "training/train.py) in models/sharpeners.\n\nalpha acts like the guidance scale: "
                  "0 = unguided, 1 = the CFG the sharpener was trained for.\n\nKeep the KSampler's cfg at 1.0.")
     g.write("dice_sd15_text_to_image.json")
-    g, conditioning, empty = base_graph(with_negative=True)
+    g, conditioning, empty, _ = base_graph(with_negative=True)
     sampler_tail(g, conditioning, empty,
                  "DICE with a negative prompt at cfg 1.0.\n\nAt cfg 1.0 the KSampler's negative input is never "
                  "run, so the negative prompt acts through the sharpener's reference and Negative Shift "
                  "(beta).\n\nA sharpener trained with --negatives handles negative prompts best; with one, beta 0 "
                  "did best on the pack's testbed: raise it only if the negative prompt is not respected.")
     g.write("dice_sd15_negative_prompt.json")
+    g, conditioning, empty, prompt = base_graph(with_negative=False)
+    cfg_then_dice_tail(g, conditioning, empty, prompt,
+                       "CFG, then DICE for the last two steps: 22 UNet calls for 12 steps instead of 24.\n\n"
+                       "On the pack's testbed, at 10 and 16 calls per image, this gave better-aligned images than "
+                       "CFG or DICE alone (README, the frontier); at 20 calls and more, plain CFG at half the steps "
+                       "did as well or better.\n\nBoth samplers must share steps, sampler and scheduler; the first ends "
+                       "where the second starts (steps − 2).")
+    g.write("dice_sd15_cfg_then_dice.json")
 
 
 if __name__ == "__main__":

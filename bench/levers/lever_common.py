@@ -39,3 +39,24 @@ class Fit:
         save_sharpener(out, self.sharpener.eval(), TrainingInfo(
             model_family="testbed-minilm", base_checkpoint="dice-testbed", training_steps=self.steps))
         print(f"wrote {out}")
+
+
+def fit_like_main_job(testbed, sharpener, loss_of, steps: int = 1200, batch: int = 32, lr: float = 1e-3) -> None:
+    """The main job's training (forward-noised data, AdamW, constant lr, batch 32) with loss_of(batch, generator) as the
+    objective, so a lever changes only what loss_of and the network do."""
+    from dice_pack.training.loop import make_batch
+
+    optimizer = torch.optim.AdamW(sharpener.parameters(), lr=lr, weight_decay=0.01)
+    generator, fit = torch.Generator().manual_seed(1), Fit(sharpener, optimizer, steps, report_every=200)
+    for step in range(steps):
+        fit.step(step, loss_of(make_batch(testbed, batch, generator, [], torch.device("cpu")), generator))
+    sharpener.eval()
+
+
+def score_at_budgets(testbed, scorer, label: str, context: torch.Tensor, budgets=(10, 20)) -> None:
+    """Alignment and FD of one call per step on context (one row per held-out prompt), one line per budget."""
+    seeds = list(range(len(context)))
+    for steps in budgets:
+        figures = scorer.score(testbed.generate(context, seeds, steps=steps))
+        print(f"{label}, {steps} steps ({steps} calls): alignment {figures['alignment']:.1f} %, FD {figures['fd']:.1f}",
+              flush=True)

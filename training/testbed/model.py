@@ -13,7 +13,7 @@ from .data import caption, make_dataset, random_named_scene, realise, render
 from .features import FeatureNet
 from .models import Autoencoder, AutoencoderConfig, UNet, UNetConfig
 from ..memory import checkpoint_layers
-from ..sampler import sample
+from ..sampler import guided, initial_noise, sample, sampling_run
 from .schedule import DiscreteSchedule
 from .text_encoder import TextEncoder
 
@@ -127,6 +127,21 @@ class Testbed:
             latents = sample(self.predict_noise, context[start:start + batch], sigmas, seeds[start:start + batch],
                              self.latent_shape, null, cfg_scale, method)
             out.append(self.decode(latents))
+        return np.concatenate(out)
+
+    @torch.no_grad()
+    def generate_cfg_then(self, context: torch.Tensor, then: torch.Tensor, seeds: list[int], steps: int,
+                          cfg_steps: int, cfg_scale: float, batch: int = 250) -> np.ndarray:
+        """CFG on context for the first cfg_steps of a steps-step DPM-Solver++(2M) run, then one call per step on
+        then (a sharpened context): two samplers sharing one schedule, the second starting its history afresh, as
+        two KSampler (Advanced) nodes with start/end steps run."""
+        sigmas, null, out = self.schedule.sampling_sigmas(steps), self.null_embedding(), []
+        for start in range(0, len(context), batch):
+            part = slice(start, start + batch)
+            x = initial_noise(seeds[part], self.latent_shape) * sigmas[0]
+            if cfg_steps:
+                x = sampling_run(guided(self.predict_noise, context[part], null, cfg_scale), x, sigmas[:cfg_steps + 1])
+            out.append(self.decode(sampling_run(guided(self.predict_noise, then[part], None, 1.0), x, sigmas[cfg_steps:])))
         return np.concatenate(out)
 
 
