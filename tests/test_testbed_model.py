@@ -27,6 +27,17 @@ def test_sampling_is_deterministic_per_seed(testbed):
     assert not np.array_equal(first[0], testbed.generate(context[:1], [5], steps=6, cfg_scale=5.0)[0])
 
 
+def test_cfg_then_sharpened_hands_over_within_one_schedule(testbed):
+    context = testbed.encode_prompts(["a small red circle on the left", "a blue square above a yellow triangle"])
+    then = 1.5 * context  # any other context stands in for a sharpened one
+    # No CFG steps: exactly the single-call run on the second context.
+    assert np.array_equal(testbed.generate_cfg_then(context, then, [3, 4], 6, 0, 5.0), testbed.generate(then, [3, 4], steps=6))
+    handed_over = testbed.generate_cfg_then(context, then, [3, 4], 6, 4, 5.0)
+    assert np.array_equal(handed_over, testbed.generate_cfg_then(context, then, [3, 4], 6, 4, 5.0))
+    # The first steps are CFG's: another guidance scale there changes the image.
+    assert not np.array_equal(handed_over, testbed.generate_cfg_then(context, then, [3, 4], 6, 4, 1.0))
+
+
 def test_predict_noise_takes_a_batch_of_noise_levels(testbed):
     x = torch.randn(3, 4, 8, 8)
     sigma = testbed.schedule.sigmas[torch.tensor([10, 500, 999])]
