@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 from collections import defaultdict
 
 from common import load_pack
@@ -43,13 +42,11 @@ def main() -> None:
     options = parser.parse_args()
     load_pack()
     from dice_pack.sharpeners import load_sharpener, sharpen
-    from dice_pack.training.testbed.data import caption, random_named_scene
-    from dice_pack.training.testbed.model import TRAINING_POOL_SEED, Testbed, evaluation_prompts
+    from dice_pack.training.testbed.model import Testbed, evaluation_prompts, training_pool
 
     testbed = Testbed.load()
     if options.captions == "training":
-        rng = random.Random(TRAINING_POOL_SEED)  # the pool's first captions, drawn as the testbed draws them
-        pool = [(named, caption(rng, named)) for named in (random_named_scene(rng) for _ in range(options.prompts))]
+        pool = training_pool(options.prompts)
         scenes, captions = [named for named, _ in pool], [text for _, text in pool]
     else:
         captions, scenes, _ = evaluation_prompts(options.prompts, options.prompt_seed)

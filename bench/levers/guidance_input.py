@@ -10,7 +10,6 @@ scored at 10 and 20 calls for each of --guidances, as bench/frontier.py scores.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
@@ -24,14 +23,15 @@ from common import Scorer, load_pack  # noqa: E402
 load_pack()
 from dice_pack.sharpeners import Sharpener, SharpenerConfig  # noqa: E402
 
-FREQUENCIES = 32
+from dice_pack.training.testbed.models import timestep_embedding  # noqa: E402
+from dice_pack.training.testbed.teefusion import GUIDANCE_RANGE, GUIDANCE_TO_TIMESTEP  # noqa: E402
+
+EMBEDDING_WIDTH = 64
 
 
 def guidance_embedding(w: torch.Tensor) -> torch.Tensor:
-    """sin and cos of w at geometric frequencies, as a diffusion model embeds its timestep (w × 100 as the step)."""
-    frequencies = torch.exp(-math.log(1000.0) * torch.arange(FREQUENCIES) / FREQUENCIES)
-    angles = (100 * w.float())[:, None] * frequencies[None]
-    return torch.cat([angles.sin(), angles.cos()], dim=-1)
+    """w embedded as the TeEFusion-style student embeds it: the UNet's sinusoidal timestep embedding on w × 100."""
+    return timestep_embedding(w * GUIDANCE_TO_TIMESTEP, EMBEDDING_WIDTH)
 
 
 class GuidanceSharpener(Sharpener):
@@ -39,7 +39,7 @@ class GuidanceSharpener(Sharpener):
 
     def __init__(self, config: SharpenerConfig) -> None:
         super().__init__(config)
-        self.guidance = nn.Sequential(nn.Linear(2 * FREQUENCIES, config.hidden_dim), nn.SiLU(),
+        self.guidance = nn.Sequential(nn.Linear(EMBEDDING_WIDTH, config.hidden_dim), nn.SiLU(),
                                       nn.Linear(config.hidden_dim, config.hidden_dim))
         nn.init.zeros_(self.guidance[2].weight)
         nn.init.zeros_(self.guidance[2].bias)
@@ -52,7 +52,8 @@ class GuidanceSharpener(Sharpener):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--range", default="1,8", help="lowest and highest w trained on")
+    parser.add_argument("--range", default=",".join(f"{w:g}" for w in GUIDANCE_RANGE), help="lowest and highest w "
+                        "trained on (default: the TeEFusion-style student's)")
     parser.add_argument("--steps", type=int, default=1200)
     parser.add_argument("--prompt-seed", type=int, required=True)
     parser.add_argument("--prompts", type=int, default=500)

@@ -1,7 +1,6 @@
 """What the lever experiments share: the testbed with its training captions encoded once, and the fitting loop."""
 from __future__ import annotations
 
-import random
 import time
 
 import torch
@@ -9,12 +8,10 @@ import torch
 
 def caption_pool(size: int = 2000):
     """The testbed, the trainer's caption pool (same seed) as embeddings, and the empty prompt's embedding."""
-    from dice_pack.training.testbed.data import caption, random_named_scene
-    from dice_pack.training.testbed.model import TRAINING_POOL_SEED, Testbed
+    from dice_pack.training.testbed.model import Testbed, training_pool
 
     testbed = Testbed.load()
-    rng = random.Random(TRAINING_POOL_SEED)
-    captions = [caption(rng, random_named_scene(rng)) for _ in range(size)]
+    captions = [text for _, text in training_pool(size)]
     pool = torch.cat([testbed.encode_prompts(captions[i:i + 500]) for i in range(0, size, 500)])
     return testbed, pool, testbed.null_embedding()
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -52,28 +51,22 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=500)
     parser.add_argument("--alphas", nargs="+", default=["0.75", "1"])
     options = parser.parse_args()
-    from dice_pack.training.loop import make_batch, teacher_noise
+    from dice_pack.training.loop import teacher_noise
     from dice_pack.training.sampler import sample
     from dice_pack.training.testbed.model import Testbed
+    from lever_common import fit_like_main_job
 
     torch.manual_seed(0)
     testbed = Testbed.load()
     sharpener = BandSharpener(testbed.embed_dim, options.bands)
-    optimizer = torch.optim.AdamW(sharpener.parameters(), lr=1e-3, weight_decay=0.01)
-    generator, begun = torch.Generator().manual_seed(1), time.time()
-    for step in range(options.steps):
-        batch = make_batch(testbed, 32, generator, [], torch.device("cpu"))
+
+    def loss_of(batch, generator):
         with torch.no_grad():
             teacher = teacher_noise(testbed, batch, 5.0)
         residual = sharpener(batch["c"], batch["c_ref"], band_of(testbed, batch["sigma"], options.bands))
-        loss = F.l1_loss(testbed.predict_noise(batch["x"], batch["sigma"], batch["c"] + residual), teacher)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if step % 200 == 0 or step + 1 == options.steps:
-            print(f"step {step + 1}/{options.steps} loss {loss.item():.4f} ({time.time() - begun:.0f} s)", flush=True)
+        return F.l1_loss(testbed.predict_noise(batch["x"], batch["sigma"], batch["c"] + residual), teacher)
 
-    sharpener.eval()
+    fit_like_main_job(testbed, sharpener, loss_of, options.steps)
     scorer = Scorer(testbed, options.prompts, options.prompt_seed)
     context, null = testbed.encode_prompts(scorer.captions[:options.prompts]), testbed.null_embedding()
     for text in options.alphas:

@@ -84,8 +84,7 @@ class Testbed:
     def sample_training_latents(self, count: int, generator: torch.Generator) -> tuple[torch.Tensor, list[str]]:
         """Fresh images of captions from a fixed pool, so each caption is encoded only once."""
         if self._pool is None:
-            rng = random.Random(TRAINING_POOL_SEED)
-            self._pool = [(named, caption(rng, named)) for named in (random_named_scene(rng) for _ in range(TRAINING_POOL))]
+            self._pool = training_pool()
         picks = torch.randint(0, len(self._pool), (count,), generator=generator).tolist()
         rng = random.Random(int(torch.randint(0, 2 ** 31 - 1, (1,), generator=generator)))
         images = np.stack([render(rng, realise(rng, self._pool[i][0])) for i in picks])
@@ -143,6 +142,12 @@ class Testbed:
                 x = sampling_run(guided(self.predict_noise, context[part], null, cfg_scale), x, sigmas[:cfg_steps + 1])
             out.append(self.decode(sampling_run(guided(self.predict_noise, then[part], None, 1.0), x, sigmas[cfg_steps:])))
         return np.concatenate(out)
+
+
+def training_pool(size: int = TRAINING_POOL) -> list[tuple]:
+    """The first size (named scene, caption) pairs of the captions a sharpener trains on, in the trainer's order."""
+    rng = random.Random(TRAINING_POOL_SEED)
+    return [(named, caption(rng, named)) for named in (random_named_scene(rng) for _ in range(size))]
 
 
 def evaluation_prompts(count: int, seed: int = 1234):
