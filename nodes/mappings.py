@@ -1,4 +1,5 @@
 """The pack's ComfyUI nodes. The ids in NODE_CLASS_MAPPINGS are saved in workflows: never change them."""
+from .adapter_loader import LoadDICEAdapter
 from .loader import LoadDICESharpener, register_sharpener_folder
 from .negative_shift import NegativeShift
 from .sharpen import SharpenConditioning
@@ -9,10 +10,12 @@ NODE_CLASS_MAPPINGS = {
     "DICESharpenerLoader": LoadDICESharpener,
     "DICESharpenConditioning": SharpenConditioning,
     "DICENegativeShift": NegativeShift,
+    "DICEAdapterLoader": LoadDICEAdapter,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
     "DICESharpenerLoader": "Load DICE Sharpener",
     "DICESharpenConditioning": "Sharpen Conditioning",
     "DICENegativeShift": "Negative Shift",
+    "DICEAdapterLoader": "Load DICE Guidance Adapter",
 }

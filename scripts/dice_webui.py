@@ -37,6 +37,23 @@ def folder() -> Path:
     return found
 
 
+def lora_folder() -> Path:
+    """The built-in Lora extension's folder (--lora-dir, default models/Lora), where guidance adapters go."""
+    return Path(getattr(shared.cmd_opts, "lora_dir", None) or Path(paths.models_path) / "Lora")
+
+
+def unet_layer_paths() -> list[str]:
+    """Module paths of the checkpoint's diffusion model, as the adapter's layer names spell them."""
+    forge = getattr(shared.sd_model, "forge_objects", None)
+    unet = forge.unet.model.diffusion_model if forge is not None else shared.sd_model.model.diffusion_model
+    return [name for name, _ in unet.named_modules()]
+
+
+def prompts_of(p) -> list[str]:
+    prompts = [p.prompt] if isinstance(p.prompt, str) else list(p.prompt)
+    return prompts + ([p.hr_prompt] if isinstance(getattr(p, "hr_prompt", None), str) else [])
+
+
 def choices() -> list[str]:
     return [glue.NONE, *glue.list_sharpeners(folder())]
 
@@ -91,18 +108,36 @@ class DiceScript(scripts.Script):
         return [enabled, sharpener, alpha, beta]
 
     def before_process(self, p, enabled, name, alpha, beta):
-        if enabled and name != glue.NONE and p.cfg_scale == 1 and not SKIPS_NEGATIVE_ITSELF:
+        p.dice_adapters, p.dice_adapter_error = [], None
+        if not enabled:
+            return
+        try:
+            # Guidance adapters come through the built-in Lora (<lora:name:1>); checked here, before the host loads them.
+            p.dice_adapters = glue.dice_adapters(lora_folder(), prompts_of(p), unet_layer_paths)
+        except errors.DiceError as error:
+            p.dice_adapter_error = str(error)
+        if (name != glue.NONE or p.dice_adapters) and p.cfg_scale == 1 and not SKIPS_NEGATIVE_ITSELF:
             glue.skip_negative_pass(shared.opts.data, shared.opts.get_default(glue.SKIP_NEGATIVE_SETTING),
                                     p.override_settings)
 
     def process(self, p, enabled, name, alpha, beta):
         p.dice = None
-        if not enabled or name == glue.NONE:
+        if not enabled:
+            return
+        if getattr(p, "dice_adapter_error", None):
+            refuse(p, p.dice_adapter_error)
+            return
+        adapters = getattr(p, "dice_adapters", [])
+        if name == glue.NONE and not adapters:
             return
         warning = glue.guidance_warning(p.cfg_scale)
         if warning:
             log.warning(warning)
             p.comment(warning)
+        if adapters:
+            p.extra_generation_params[glue.KEY_ADAPTER] = ", ".join(Path(a.path).stem for a in adapters)
+        if name == glue.NONE:
+            return
         negative = p.negative_prompt if isinstance(p.negative_prompt, str) else (p.negative_prompt or [""])[0]
         try:
             generation = glue.Generation(glue.load(folder(), name), float(alpha), float(beta), negative)

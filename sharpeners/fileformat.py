@@ -6,17 +6,15 @@ and refused with a message naming the problem when anything does not fit.
 from __future__ import annotations
 
 import os
-import struct
-import tempfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save as safetensors_bytes
 
 from .errors import SharpenerFileError
 from .network import Sharpener, SharpenerConfig
+from .safefile import sniff_safetensors, write_safetensors
 
 FORMAT_NAME = "dice-sharpener"
 FORMAT_VERSION = 1
@@ -67,62 +65,11 @@ def _metadata_for(config: SharpenerConfig, info: TrainingInfo) -> dict[str, str]
     return values
 
 
-def _current_umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def save_sharpener(path: str | os.PathLike, network: Sharpener, info: TrainingInfo) -> None:
     """Write network and info to path atomically: a temporary file in the same folder, then a rename."""
     _parse_training_info(_metadata_for(network.config, info), str(path))
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in network.state_dict().items()}
-    payload = safetensors_bytes(tensors, metadata=_metadata_for(network.config, info))
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(payload)
-            out.flush()
-            os.fsync(out.fileno())
-        # mkstemp makes the file private; a sharpener gets the permissions of any file the user makes.
-        os.chmod(temporary, 0o666 & ~_current_umask())
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def _sniff(path: str) -> None:
-    """Refuse pickles and truncated files before safetensors sees them, with a message a user can act on."""
-    try:
-        size = os.path.getsize(path)
-        with open(path, "rb") as f:
-            head = f.read(9)
-    except FileNotFoundError:
-        raise SharpenerFileError(f"{path}: no such file") from None
-    except OSError as error:
-        raise SharpenerFileError(f"{path}: cannot be read ({error.strerror or error})") from None
-    if head[:4] == b"PK\x03\x04":
-        raise SharpenerFileError(
-            f"{path}: is a PyTorch pickle archive (torch.save) renamed to .safetensors; "
-            "DICE never unpickles files because a pickle can run code. Use a .safetensors sharpener."
-        )
-    # A safetensors header is JSON right after its length; a length such as 1152 (bytes 80 04 00…) looks like a
-    # pickle's opening, so only a file without that JSON brace counts as one.
-    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05") and head[8:9] != b"{":
-        raise SharpenerFileError(
-            f"{path}: is a Python pickle, not safetensors; DICE never unpickles files because a pickle can run code"
-        )
-    if size < 8:
-        raise SharpenerFileError(f"{path}: is {size} bytes, too short to be a safetensors file")
-    (header_length,) = struct.unpack("<Q", head[:8])
-    if header_length > size - 8:
-        raise SharpenerFileError(
-            f"{path}: is truncated or not safetensors (its header claims {header_length} bytes, "
-            f"the file holds {size - 8} after the length field)"
-        )
+    write_safetensors(path, tensors, _metadata_for(network.config, info))
 
 
 def _parse_int(values: dict[str, str], key: str, path: str, minimum: int) -> int:
@@ -213,7 +160,7 @@ def _check_tensors(shapes: dict[str, tuple[int, ...]], config: SharpenerConfig, 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     """The file's metadata after checking that it is a DICE sharpener of a version this pack reads."""
     path = str(path)
-    _sniff(path)
+    sniff_safetensors(path, SharpenerFileError)
     try:
         with safe_open(path, framework="pt", device="cpu") as f:
             values = f.metadata() or {}

@@ -5,8 +5,11 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import pickle
+
 import pytest
 import torch
+from safetensors import safe_open
 
 PACK_ROOT = Path(__file__).resolve().parents[1]
 PACK_NAME = "dice_pack"
@@ -44,3 +47,37 @@ def sharpener_file(sharpener, tmp_path):
     path = tmp_path / "test.safetensors"
     save_sharpener(path, sharpener, TrainingInfo(base_checkpoint="tiny.safetensors", default_alpha=1.0))
     return load_sharpener(path)
+
+
+def save_random_adapter(checkpoint: Path, path: Path, family: str = "sd15", seed: int = 0) -> None:
+    """A guidance adapter on every attention projection of checkpoint's UNet, with non-zero weights, as training
+    leaves it (the layer names and shapes are read from the checkpoint's own keys)."""
+    from dice_pack.sharpeners.adapter import GuidanceAdapter
+    from dice_pack.sharpeners.adapter_file import AdapterInfo, save_adapter
+
+    prefix, shapes = "model.diffusion_model.", {}
+    with safe_open(checkpoint, framework="pt") as f:
+        for key in f.keys():
+            if key.startswith(prefix) and ".attn" in key and key.endswith((".to_q.weight", ".to_k.weight", ".to_v.weight",
+                                                                            ".to_out.0.weight")):
+                out_features, in_features = f.get_slice(key).get_shape()
+                shapes[key[len(prefix):-len(".weight")]] = (in_features, out_features)
+    torch.manual_seed(seed)
+    adapter = GuidanceAdapter(shapes)
+    for lora in adapter.layers.values():
+        lora.up.data.normal_(0, 0.02)
+    save_adapter(path, adapter, AdapterInfo(model_family=family, base_checkpoint=checkpoint.name))
+
+
+def make_bad_adapters(loras: Path) -> None:
+    """Beside loras/random_sd15_dice_adapter.safetensors: an adapter for another model (layers SD1.5's UNet lacks), a
+    truncated one and a pickle renamed .safetensors."""
+    from dice_pack.sharpeners.adapter import GuidanceAdapter
+    from dice_pack.sharpeners.adapter_file import AdapterInfo, save_adapter
+
+    save_adapter(loras / "sdxl_dice_adapter.safetensors",
+                 GuidanceAdapter({"input_blocks.4.1.transformer_blocks.9.attn2.to_k": (2048, 640)}),
+                 AdapterInfo(model_family="sdxl", base_checkpoint="sd_xl_base_1.0.safetensors"))
+    good = (loras / "random_sd15_dice_adapter.safetensors").read_bytes()
+    (loras / "truncated_dice_adapter.safetensors").write_bytes(good[:len(good) // 2])
+    (loras / "pickled_dice_adapter.safetensors").write_bytes(pickle.dumps({"lora": [0.0] * 8}, protocol=4))

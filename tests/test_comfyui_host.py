@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import PACK_ROOT
+from conftest import PACK_ROOT, make_bad_adapters, save_random_adapter
 from dice_pack.sharpeners import Sharpener, SharpenerConfig, TrainingInfo, save_sharpener
 from dice_pack.tools.workflow_api import ui_to_api
 
@@ -28,7 +28,7 @@ pytestmark = [
     pytest.mark.skipif(not COMFYUI_PATH, reason="COMFYUI_PATH is not set: no real ComfyUI host to test the nodes in"),
 ]
 NODE_IDS = {"DICESharpenerLoader": "Load DICE Sharpener", "DICESharpenConditioning": "Sharpen Conditioning",
-            "DICENegativeShift": "Negative Shift"}
+            "DICENegativeShift": "Negative Shift", "DICEAdapterLoader": "Load DICE Guidance Adapter"}
 WORKFLOWS = sorted((PACK_ROOT / "example_workflows").glob("*.json"))
 
 
@@ -101,6 +101,9 @@ def host(tmp_path_factory):
     subprocess.run([python, str(PACK_ROOT / "tools" / "make_random_checkpoint.py"), "--comfy-root", str(comfy_root),
                     "--out", str(checkpoint)], check=True, capture_output=True)
     save_random_sharpener(base / "models" / "sharpeners" / "random_sd15.safetensors")
+    loras = base / "models" / "loras"
+    save_random_adapter(checkpoint, loras / "random_sd15_dice_adapter.safetensors")
+    make_bad_adapters(loras)
     save_random_sharpener(base / "models" / "sharpeners" / "wrong_width_sd2.safetensors", width=1024)
     extra = base / "elsewhere" / "my_sharpeners"
     save_random_sharpener(extra / "from_extra_paths.safetensors", seed=1)
@@ -143,6 +146,9 @@ def api_prompt(host: Host, workflow: Path, **changes) -> dict:
             inputs["ckpt_name"] = "tiny_sd15.safetensors"
         elif kind == "DICESharpenerLoader":
             inputs["sharpener_name"] = changes.get("sharpener", "random_sd15.safetensors")
+        elif kind == "DICEAdapterLoader":
+            inputs["adapter_name"] = changes.get("adapter", "random_sd15_dice_adapter.safetensors")
+            inputs["strength"] = changes.get("strength", inputs["strength"])
         elif kind == "EmptyLatentImage":
             inputs.update(width=64, height=64)
         elif kind == "KSampler":
@@ -169,13 +175,13 @@ def find(prompt: dict, kind: str) -> str:
 
 
 def samplers_on_dice(prompt: dict) -> list[dict]:
-    """The inputs of every sampler whose positive conditioning comes from one of the pack's nodes."""
+    """The inputs of every sampler whose positive conditioning or model comes from one of the pack's nodes."""
     dice = {key for key, node in prompt.items() if node["class_type"] in NODE_IDS}
-    return [node["inputs"] for node in prompt.values()
-            if node["class_type"] in ("KSampler", "KSamplerAdvanced") and node["inputs"]["positive"][0] in dice]
+    return [node["inputs"] for node in prompt.values() if node["class_type"] in ("KSampler", "KSamplerAdvanced")
+            and (node["inputs"]["positive"][0] in dice or node["inputs"]["model"][0] in dice)]
 
 
-def test_the_three_nodes_load_with_their_fixed_ids_names_and_tooltips(host):
+def test_the_nodes_load_with_their_fixed_ids_names_and_tooltips(host):
     info = host.get("/object_info")
     for node_id, display_name in NODE_IDS.items():
         assert info[node_id]["display_name"] == display_name
@@ -233,3 +239,45 @@ def test_a_wrong_width_sharpener_gives_a_clear_error_and_the_host_keeps_working(
     assert "768 (SD1.x" in error["exception_message"] and "1024 (SD2.x" in error["exception_message"]
     assert host.process.poll() is None
     assert host.run(api_prompt(host, workflow))["status"]["status_str"] == "success"
+
+
+ADAPTER_WORKFLOW = PACK_ROOT / "example_workflows" / "dice_sd15_guidance_adapter.json"
+
+
+def test_the_adapter_at_strength_zero_is_the_plain_model_byte_for_byte_and_at_one_changes_the_image(host):
+    plain = api_prompt(host, ADAPTER_WORKFLOW)
+    sampler = plain[find(plain, "KSampler")]["inputs"]
+    sampler["model"] = plain[find(plain, "DICEAdapterLoader")]["inputs"]["model"]  # the checkpoint's own model
+    image_plain = host.image_bytes(host.run(plain))
+    image_zero = host.image_bytes(host.run(api_prompt(host, ADAPTER_WORKFLOW, strength=0.0)))
+    image_one = host.image_bytes(host.run(api_prompt(host, ADAPTER_WORKFLOW, strength=1.0)))
+    assert image_zero == image_plain
+    assert image_one != image_plain
+
+
+def test_comfyuis_own_lora_loader_loads_the_adapter_as_it_is_and_gives_the_packs_image(host):
+    ours = host.image_bytes(host.run(api_prompt(host, ADAPTER_WORKFLOW)))
+    prompt = api_prompt(host, ADAPTER_WORKFLOW)
+    loader = find(prompt, "DICEAdapterLoader")
+    prompt[loader] = {"class_type": "LoraLoaderModelOnly", "inputs": {
+        "model": prompt[loader]["inputs"]["model"], "lora_name": "random_sd15_dice_adapter.safetensors",
+        "strength_model": 1.0}}
+    before = host.log.read_text()
+    entry = host.run(prompt)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    assert host.image_bytes(entry) == ours
+    assert "lora key not loaded" not in host.log.read_text()[len(before):]
+
+
+@pytest.mark.parametrize("adapter, message", [
+    ("sdxl_dice_adapter.safetensors", "sdxl_dice_adapter.safetensors: 1 of its 1 layers are not in this SD15 model"),
+    ("truncated_dice_adapter.safetensors", "truncated_dice_adapter.safetensors: is truncated"),
+    ("pickled_dice_adapter.safetensors", "pickled_dice_adapter.safetensors: is a Python pickle"),
+])
+def test_a_bad_adapter_gives_a_clear_error_naming_the_file_and_the_host_keeps_working(host, adapter, message):
+    entry = host.run(api_prompt(host, ADAPTER_WORKFLOW, adapter=adapter))
+    assert entry["status"]["status_str"] == "error"
+    error = next(m[1] for m in entry["status"]["messages"] if m[0] == "execution_error")
+    assert error["node_type"] == "DICEAdapterLoader" and message in error["exception_message"], error
+    assert host.process.poll() is None
+    assert host.run(api_prompt(host, ADAPTER_WORKFLOW))["status"]["status_str"] == "success"

@@ -74,16 +74,17 @@ def test_example_workflows_are_consistent_ui_graphs_with_dice_at_cfg_one(workflo
         assert nodes[target]["inputs"][target_slot]["link"] == link_id
         assert nodes[target]["inputs"][target_slot]["type"] == kind == nodes[source]["outputs"][slot]["type"]
     kinds = [node["type"] for node in nodes.values()]
-    assert "DICESharpenerLoader" in kinds and "DICESharpenConditioning" in kinds
+    assert ("DICESharpenerLoader" in kinds and "DICESharpenConditioning" in kinds) or "DICEAdapterLoader" in kinds
     cfg_widget = {"KSampler": 3, "KSamplerAdvanced": 4}
     samplers = [node for node in nodes.values() if node["type"] in cfg_widget]
 
-    def feeding(sampler: dict) -> str:
-        positive_link = next(i["link"] for i in sampler["inputs"] if i["name"] == "positive")
-        return nodes[next(link[1] for link in graph["links"] if link[0] == positive_link)]["type"]
+    def feeding(sampler: dict, name: str = "positive") -> str:
+        link_id = next(i["link"] for i in sampler["inputs"] if i["name"] == name)
+        return nodes[next(link[1] for link in graph["links"] if link[0] == link_id)]["type"]
 
-    # Every sampler on DICE's conditioning runs at cfg 1; the last sampler is one of them.
-    on_dice = [s for s in samplers if feeding(s) in ("DICESharpenConditioning", "DICENegativeShift")]
+    # Every sampler on DICE's conditioning or the adapted model runs at cfg 1; the last sampler is one of them.
+    on_dice = [s for s in samplers if feeding(s) in ("DICESharpenConditioning", "DICENegativeShift")
+               or feeding(s, "model") == "DICEAdapterLoader"]
     assert on_dice and on_dice[-1] is samplers[-1]
     assert all(s["widgets_values"][cfg_widget[s["type"]]] == 1.0 for s in on_dice)
     advanced = [s["widgets_values"] for s in samplers if s["type"] == "KSamplerAdvanced"]

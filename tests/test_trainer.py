@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 
 from conftest import PACK_ROOT
 from dice_pack.sharpeners import load_sharpener
+from dice_pack.sharpeners.adapter_file import load_adapter
 from dice_pack.training.cli import main
 
 TRAIN = [sys.executable, str(PACK_ROOT / "training" / "train.py")]
@@ -54,9 +55,48 @@ def test_resume_continues_exactly_as_an_uninterrupted_run(tmp_path):
 
 def test_resume_with_another_attention_is_refused_before_any_step(tmp_path):
     run(tmp_path, "--steps", "2", "--batch", "4", "--name", "mixed", "--out", str(tmp_path / "m.safetensors"))
-    with pytest.raises(SystemExit, match="attention over 'prompt\\+reference'.*--attention prompt\\+reference"):
+    with pytest.raises(SystemExit, match="trained with --attention prompt\\+reference.*pass --attention prompt\\+reference"):
         run(tmp_path, "--steps", "4", "--batch", "4", "--name", "mixed", "--attention", "reference", "--resume",
             "--out", str(tmp_path / "m.safetensors"))
+
+
+def test_a_short_adapter_run_brings_the_adapted_call_closer_to_cfg_and_writes_a_kohya_lora(tmp_path):
+    out = tmp_path / "adapter.safetensors"
+    summary = run(tmp_path, "--train", "adapter", "--steps", "60", "--batch", "16", "--out", str(out))
+    # The adapter starts as the plain model (its up matrices are zero), so the ratio starts at exactly 1.
+    assert summary["held_out_before"]["ratio"] == 1.0
+    assert summary["held_out_after"]["ratio"] < 0.97, summary["held_out_after"]
+    assert summary["adapter_out"] == str(out) and summary["out"] is None
+    loaded = load_adapter(out)
+    assert loaded.info.model_family == "testbed-minilm" and loaded.info.training_steps == 60
+    assert loaded.config.rank == 8 and loaded.config.layers == "transformer" and not loaded.info.sharpener
+    assert all(name.startswith("lora_unet_") for name in loaded.names)
+    assert not (tmp_path / "testbed.safetensors").exists()
+
+
+def test_an_adapter_run_resumes_exactly(tmp_path):
+    common = ["--train", "adapter", "--batch", "4", "--save-every", "2"]
+    straight, paused = tmp_path / "straight.safetensors", tmp_path / "paused.safetensors"
+    run(tmp_path, "--steps", "4", "--name", "straight", "--out", str(straight), *common)
+    run(tmp_path, "--steps", "2", "--name", "paused", "--out", str(paused), *common)
+    run(tmp_path, "--steps", "4", "--name", "paused", "--out", str(paused), "--resume", *common)
+    a, b = load_file(straight), load_file(paused)
+    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_training_both_writes_a_sharpener_and_an_adapter_that_names_it(tmp_path):
+    sharpener, adapter = tmp_path / "s.safetensors", tmp_path / "a.safetensors"
+    run(tmp_path, "--train", "both", "--steps", "2", "--batch", "4", "--adapter-layers", "transformer",
+        "--out", str(sharpener), "--adapter-out", str(adapter))
+    assert load_sharpener(sharpener).info.training_steps == 2
+    loaded = load_adapter(adapter)
+    assert loaded.info.sharpener == "s.safetensors" and loaded.config.layers == "transformer"
+
+
+def test_resume_with_another_trained_part_is_refused_before_any_step(tmp_path):
+    run(tmp_path, "--steps", "2", "--batch", "4", "--name", "parts", "--out", str(tmp_path / "p.safetensors"))
+    with pytest.raises(SystemExit, match="trained with --train sharpener, this run asks for --train adapter"):
+        run(tmp_path, "--train", "adapter", "--steps", "4", "--batch", "4", "--name", "parts", "--resume")
 
 
 def test_resume_without_a_checkpoint_says_where_it_looked(tmp_path):
@@ -137,8 +177,8 @@ def test_an_interrupted_cosine_run_resumes_exactly(tmp_path, monkeypatch):
     run(tmp_path, "--name", "straight", "--out", str(straight), *common)
     save_state = loop.save_state
 
-    def save_then_stop(*args):
-        save_state(*args)
+    def save_then_stop(*args, **kwargs):
+        save_state(*args, **kwargs)
         raise KeyboardInterrupt  # the run is stopped right after its step-2 checkpoint
 
     monkeypatch.setattr(loop, "save_state", save_then_stop)

@@ -14,6 +14,7 @@ import pytest
 
 from conftest import PACK_ROOT
 from dice_pack.sharpeners import load_sharpener
+from dice_pack.sharpeners.adapter_file import load_adapter
 from dice_pack.training.cli import CKPT_BATCH, CKPT_STEPS
 from dice_pack.training.png import save_png
 from test_comfyui_host import COMFYUI_PATH, comfyui_python
@@ -198,3 +199,34 @@ def test_a_ksampler_at_cfg_one_on_sharpened_conditioning_makes_one_call_of_batch
         assert case["calls"] == case["steps"] and case["batch_sizes"] == [1], case
     # The count sees guidance: at cfg 5 the same graph batches the negative into every call.
     assert counted("--cfg", "5", "--cases", "euler:normal")[0]["batch_sizes"] == [2]
+
+
+def test_a_trained_adapter_loads_through_comfyuis_lora_code_and_samples_at_one_call_of_batch_one_per_step(comfy):
+    root, python, folder, checkpoint = comfy
+    adapter = folder / "loras" / "tiny_sd15_dice_adapter.safetensors"
+    done = train(comfy, "--ckpt", str(checkpoint), "--data", str(prompts_file(folder)), "--train", "adapter",
+                 "--steps", "2", "--batch", "2", "--name", "adapter_run", "--out", str(adapter))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "guidance adapter (rank 8 on" in done.stdout and "transformer layers" in done.stdout
+    loaded = load_adapter(adapter)
+    assert loaded.info.model_family == "sd15" and loaded.info.base_checkpoint == checkpoint.name
+    assert len(loaded.info.base_checkpoint_sha256) == 64 and loaded.info.guidance_scale == 5.0
+    assert oct(adapter.stat().st_mode & 0o777) == oct(0o666 & ~current_umask())
+    run = subprocess.run([python, str(PACK_ROOT / "tests" / "host_checks" / "calls_per_step.py"),
+                          "--comfy-root", str(root), "--ckpt", str(checkpoint), "--adapter", str(adapter)],
+                         capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads(run.stdout.strip().splitlines()[-1])
+    # ComfyUI's own LoRA code matched every layer of the file: one weight patch per adapter layer.
+    assert report["patched_weights"] == report["adapter_layers"] == len(loaded.names) > 0
+    assert "lora key not loaded" not in run.stderr
+    assert {(c["sampler"], c["scheduler"]) for c in report["cases"]} >= {("euler", "normal"), ("dpmpp_2m", "normal"),
+                                                                          ("dpmpp_2m", "karras")}
+    for case in report["cases"]:
+        assert case["calls"] == case["steps"] and case["batch_sizes"] == [1], case
+
+
+def current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

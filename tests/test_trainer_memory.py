@@ -9,6 +9,7 @@ from dice_pack.training.memory import PeakMemory
 from dice_pack.training.plan import choose_micro_batch, make_plan
 from dice_pack.training.precision import loss_scaler
 from dice_pack.training.step import accumulate_gradients, make_batch, single_call
+from dice_pack.training.student import Student
 import dice_pack.training.testbed.model as testbed_model
 
 CPU = torch.device("cpu")
@@ -20,9 +21,9 @@ def loaded_testbed():
     return load_testbed()
 
 
-def fresh_sharpener(testbed) -> Sharpener:
+def fresh_sharpener(testbed) -> Student:
     torch.manual_seed(0)
-    return Sharpener(SharpenerConfig(embed_dim=testbed.embed_dim))
+    return Student(Sharpener(SharpenerConfig(embed_dim=testbed.embed_dim)))
 
 
 def gradients(sharpener, testbed, batch, micro_batch) -> dict:
@@ -124,22 +125,22 @@ def test_the_plan_is_printed_before_training_with_the_default_runs_time(tmp_path
 
 
 def test_out_of_memory_names_the_flag_to_lower_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
-    import dice_pack.training.step as step
+    import dice_pack.training.student as student_module
 
     common = ["--testbed", "--runs", str(tmp_path / "runs"), "--sample-every", "0", "--batch", "4",
               "--micro-batch", "4", "--save-every", "2", "--out", str(tmp_path / "s.safetensors")]
     main([*common, "--steps", "2"])
     saved = (tmp_path / "runs" / "testbed" / "checkpoint.pt").read_bytes()
-    real, student_calls = step.single_call, []
+    real, student_calls = student_module.Student.forward, []
 
-    def runs_out(backend, batch, context):
-        if context.requires_grad:
+    def runs_out(self, backend, batch):
+        if torch.is_grad_enabled():
             student_calls.append(len(batch["x"]))
-            if len(student_calls) == 2:  # the plan's warm-up step went through, step 3 does not
+            if len(student_calls) == 3:  # the plan's memory probe and warm-up step went through, step 3 does not
                 raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return real(backend, batch, context)
+        return real(self, backend, batch)
 
-    monkeypatch.setattr(step, "single_call", runs_out)
+    monkeypatch.setattr(student_module.Student, "forward", runs_out)
     with pytest.raises(SystemExit, match=r"out of memory at step 3 with micro-batch 4 of 4 samples: pass "
                                          r"--micro-batch 2 .*checkpoint.pt, is intact: add --resume"):
         main([*common, "--steps", "4", "--resume"])

@@ -1,6 +1,7 @@
 """The Automatic1111 / Forge extension's glue, without the host: the step's conditioning, files, settings, infotext."""
 import argparse
 import importlib.util
+from pathlib import Path
 
 import pytest
 import torch
@@ -143,3 +144,32 @@ def test_preload_adds_the_sharpener_folder_option():
 
 def test_automatic1111_finds_one_python_script_and_comfyui_none_of_it():
     assert sorted(p.name for p in (PACK_ROOT / "scripts").glob("*.py")) == ["dice_webui.py"]
+
+
+def test_the_prompts_loras_are_found_once_each_with_or_without_a_weight():
+    prompts = ["a fox <lora:style_a:0.8> in snow <lora:dice_x>", "<lora:style_a:1:lbw=x> again"]
+    assert glue.loras_in(prompts) == ["style_a", "dice_x"]
+
+
+def test_only_dice_adapters_are_checked_and_a_broken_lora_file_is_refused_by_name(tmp_path):
+    from safetensors.torch import save_file
+
+    from dice_pack.sharpeners.adapter import GuidanceAdapter
+    from dice_pack.sharpeners.adapter_file import AdapterFileError, AdapterInfo, save_adapter
+
+    save_file({"lora_unet_x.lora_down.weight": torch.zeros(4, 8)}, tmp_path / "style.safetensors")
+    save_adapter(tmp_path / "sub" / "ours.safetensors", GuidanceAdapter({"mid.attn": (8, 8)}), AdapterInfo())
+    asked = []
+
+    def layers():
+        asked.append(1)
+        return ["mid", "mid.attn"]
+
+    found = glue.dice_adapters(tmp_path, ["a <lora:style:1> b <lora:ours:1> <lora:missing:1>"], layers)
+    assert [Path(a.path).name for a in found] == ["ours.safetensors"] and asked == [1]
+    assert glue.dice_adapters(tmp_path, ["a <lora:style:1>"], layers) == [] and asked == [1]  # no adapter: no look
+    with pytest.raises(AdapterFileError, match="ours.safetensors: 1 of its 1 layers are not in this checkpoint's UNet"):
+        glue.dice_adapters(tmp_path, ["<lora:ours:1>"], lambda: ["other"])
+    (tmp_path / "broken.safetensors").write_bytes(b"\x80\x04\x95" + b"\0" * 64)
+    with pytest.raises(AdapterFileError, match="broken.safetensors: is a Python pickle"):
+        glue.dice_adapters(tmp_path, ["<lora:broken:1>"], layers)

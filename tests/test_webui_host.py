@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import make_bad_adapters, save_random_adapter
 from dice_pack.sharpeners import Sharpener, SharpenerConfig, TrainingInfo, save_sharpener
 from dice_pack.tools import webui_host
 from dice_pack.webui.glue import TITLE
@@ -67,6 +68,10 @@ def webui(request, tmp_path_factory):
     save_random(sharpeners / "random_sd15.safetensors")
     save_random(sharpeners / "sdxl_width.safetensors", width=2048)
     (sharpeners / "hostile.safetensors").write_bytes(b"\x80\x04\x95" + b"\0" * 64)
+    loras = data / "models" / "Lora"
+    save_random_adapter(data / "models" / "Stable-diffusion" / "random_sd15.safetensors",
+                        loras / "random_sd15_dice_adapter.safetensors")
+    make_bad_adapters(loras)
     try:
         started = webui_host.start(kind, Path(os.environ[path_variable]).resolve(), os.environ[python_variable], data,
                                    counting=True)
@@ -174,3 +179,29 @@ def test_pasted_parameters_turn_dice_on_with_the_same_values_and_give_the_same_i
     assert np.array_equal(pasted[0], images[0])
     assert "DICE sharpener: random_sd15.safetensors" in pasted_info["infotexts"][0]
     assert webui.calls() == [1] * STEPS
+
+
+ADAPTER = "<lora:random_sd15_dice_adapter:1>"
+
+
+def test_a_guidance_adapter_through_lora_at_cfg_one_makes_one_call_of_batch_one_per_step_and_changes_the_image(webui):
+    plain = webui.generate(override_settings={"skip_early_cond": 1.0})[0][0]
+    images, info = webui.generate([True, "None", 1.0, 0.5], prompt=f"{PROMPT['prompt']} {ADAPTER}")
+    assert webui.calls() == [1] * STEPS
+    assert changed(images[0], plain)
+    text = info["infotexts"][0]
+    assert "DICE adapter: random_sd15_dice_adapter" in text and "DICE error" not in text
+    # The built-in Lora applied it: the same prompt at strength 0 is the plain image.
+    at_zero = webui.generate([True, "None", 1.0, 0.5], prompt=f"{PROMPT['prompt']} <lora:random_sd15_dice_adapter:0>")[0][0]
+    assert np.array_equal(at_zero, plain)
+
+
+@pytest.mark.parametrize(("adapter", "message"), [
+    ("sdxl_dice_adapter", "sdxl_dice_adapter.safetensors: 1 of its 1 layers are not in this checkpoint's UNet"),
+    ("truncated_dice_adapter", "truncated_dice_adapter.safetensors: is truncated"),
+    ("pickled_dice_adapter", "pickled_dice_adapter.safetensors: is a Python pickle"),
+])
+def test_a_bad_adapter_stops_the_generation_naming_the_file_and_the_host_keeps_running(webui, adapter, message):
+    images, info = webui.generate([True, "None", 1.0, 0.5], prompt=f"a red fox <lora:{adapter}:1>")
+    assert images == [] and message in info["extra_generation_params"]["DICE error"]
+    assert len(webui.generate([True, "None", 1.0, 0.5], prompt=f"a red fox {ADAPTER}")[0]) == 1

@@ -10,6 +10,7 @@ from pathlib import Path
 OUT = Path(__file__).resolve().parents[1] / "example_workflows"
 CHECKPOINT = "dreamshaper_8.safetensors"
 SHARPENER = "dreamshaper_8_dice.safetensors"
+ADAPTER = "dreamshaper_8_dice_adapter.safetensors"
 PROMPT = "a cozy cabin in a snowy forest at dusk, warm light in the windows, detailed, photograph"
 NEGATIVE = "blurry, low quality, watermark, text"
 
@@ -20,6 +21,7 @@ OUTPUTS = {
     "DICESharpenerLoader": [("sharpener", "DICE_SHARPENER")],
     "DICESharpenConditioning": [("conditioning", "CONDITIONING")],
     "DICENegativeShift": [("conditioning", "CONDITIONING")],
+    "DICEAdapterLoader": [("model", "MODEL")],
     "EmptyLatentImage": [("LATENT", "LATENT")],
     "KSampler": [("LATENT", "LATENT")],
     "KSamplerAdvanced": [("LATENT", "LATENT")],
@@ -33,6 +35,7 @@ INPUTS = {
     "DICESharpenConditioning": [("positive", "CONDITIONING"), ("reference", "CONDITIONING"),
                                 ("sharpener", "DICE_SHARPENER")],
     "DICENegativeShift": [("conditioning", "CONDITIONING"), ("negative", "CONDITIONING"), ("null", "CONDITIONING")],
+    "DICEAdapterLoader": [("model", "MODEL")],
     "KSampler": [("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
                  ("latent_image", "LATENT")],
     "KSamplerAdvanced": [("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
@@ -104,11 +107,11 @@ def base_graph(with_negative: bool) -> tuple[Graph, int, int, int]:
     return g, shift, empty, positive
 
 
-def sampler_tail(g: Graph, conditioning: int, empty: int, note: str) -> None:
-    """Empty latent, KSampler at cfg 1.0, decode, save, and a note for the user."""
+def sampler_tail(g: Graph, conditioning: int, empty: int, note: str, model: tuple[int, int] = (1, 0)) -> None:
+    """Empty latent, KSampler at cfg 1.0 on model (node, slot), decode, save, and a note for the user."""
     latent = g.node("EmptyLatentImage", (880, 620), (320, 110), [512, 512, 1])
     sampler = g.node("KSampler", (1250, 200), (320, 270), [42, "fixed", 20, 1.0, "dpmpp_2m", "karras", 1.0])
-    g.link(1, 0, sampler, "model")
+    g.link(*model, sampler, "model")
     g.link(conditioning, 0, sampler, "positive")
     # At cfg 1.0 ComfyUI never evaluates this input; it is connected because the KSampler requires it.
     g.link(empty, 0, sampler, "negative")
@@ -145,6 +148,20 @@ def cfg_then_dice_tail(g: Graph, conditioning: int, empty: int, prompt: int, not
     decode_and_save(g, second, note, 300)
 
 
+def adapter_graph() -> tuple[Graph, int, int, int]:
+    """Checkpoint, the guidance adapter on its model, the prompt and the empty prompt; returns the graph, the adapter,
+    the prompt and the empty prompt."""
+    g = Graph()
+    checkpoint = g.node("CheckpointLoaderSimple", (30, 200), (320, 100), [CHECKPOINT])
+    positive = g.node("CLIPTextEncode", (400, 40), (420, 150), [PROMPT], "Prompt")
+    empty = g.node("CLIPTextEncode", (400, 240), (420, 90), [""], "Empty prompt (never run at cfg 1.0)")
+    adapter = g.node("DICEAdapterLoader", (880, 40), (320, 110), [ADAPTER, 1.0])
+    g.link(checkpoint, 0, adapter, "model")
+    for encoder in (positive, empty):
+        g.link(checkpoint, 1, encoder, "clip")
+    return g, adapter, positive, empty
+
+
 def main() -> None:
     OUT.mkdir(exist_ok=True)
     g, conditioning, empty, _ = base_graph(with_negative=False)
@@ -169,6 +186,14 @@ def main() -> None:
                        "did as well or better.\n\nBoth samplers must share steps, sampler and scheduler; the first ends "
                        "where the second starts (steps − 2).")
     g.write("dice_sd15_cfg_then_dice.json")
+    g, adapter, prompt, empty = adapter_graph()
+    sampler_tail(g, prompt, empty,
+                 "The DICE guidance adapter at cfg 1.0: one UNet call per step, with an adapter that sees every step.\n\n"
+                 f"Put its file ({ADAPTER}, made by training/train.py --train adapter) in models/loras. It is a LoRA: "
+                 "the plain Load LoRA node loads it too, but Load DICE Guidance Adapter checks that it is one and fits "
+                 "your checkpoint.\n\nstrength acts like the guidance scale: 0 = unguided, 1 = the CFG it was "
+                 "trained for.\n\nKeep the KSampler's cfg at 1.0.", model=(adapter, 0))
+    g.write("dice_sd15_guidance_adapter.json")
 
 
 if __name__ == "__main__":

@@ -27,6 +27,9 @@ class DiffusionBackend(Protocol):
     def sample_training_latents(self, count: int, generator: torch.Generator) -> tuple[torch.Tensor, list[str]]:
         """count clean latents x_0 and their captions."""
 
+    def sample_captions(self, count: int, generator: torch.Generator) -> list[str]:
+        """count training captions, without their latents (the prompts of CFG sampling runs)."""
+
     def sample_sigmas(self, count: int, generator: torch.Generator) -> torch.Tensor:
         """Training noise levels drawn over the model's own schedule."""
 
@@ -35,6 +38,12 @@ class DiffusionBackend(Protocol):
 
     def decode(self, latents: torch.Tensor) -> numpy.ndarray:
         """uint8 [N, H, W, 3] images of latents."""
+
+    def adapter_model(self) -> torch.nn.Module:
+        """The frozen denoising network a guidance adapter hooks into (its module paths name the adapter's layers)."""
+
+    def adapter_layers(self, selection: str) -> list[str]:
+        """Module paths, in adapter_model(), of the linear layers a guidance adapter of this selection holds."""
 
     def checkpoint_layers(self) -> int:
         """Recompute the frozen model's layers in the backward pass instead of storing their activations; returns

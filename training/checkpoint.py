@@ -1,4 +1,4 @@
-"""Resumable training state: sharpener, optimizer, step, data-order generator and config in one file.
+"""Resumable training state: sharpener and adapter, optimizer, step, data-order generator and config in one file.
 
 Written with torch.save to a temporary name and renamed; read with torch.load(weights_only=True), so a
 checkpoint never runs code.
@@ -25,10 +25,16 @@ def write_atomic(path: Path, write) -> None:
         raise
 
 
-def save_state(path: Path, sharpener: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int,
-               generator: torch.Generator, config: dict) -> None:
-    state = {"sharpener": sharpener.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-             "generator": generator.get_state(), "config": json.dumps(config, sort_keys=True)}
+def save_state(path: Path, student: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int,
+               generator: torch.Generator, config: dict, inputs: dict | None = None) -> None:
+    """student: a training.student.Student; its sharpener and adapter are kept apart (either may be absent). inputs:
+    the pool of sampling-run states a run draws from, when it trains on them."""
+    parts = {name: getattr(student, name) for name in ("sharpener", "adapter")}
+    state = {**{k: ({} if v is None else v.state_dict()) for k, v in parts.items()},
+             "optimizer": optimizer.state_dict(), "step": step, "generator": generator.get_state(),
+             "config": json.dumps(config, sort_keys=True)}
+    if inputs is not None:
+        state["inputs"] = inputs
     write_atomic(path, lambda temporary: torch.save(state, temporary))
 
 

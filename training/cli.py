@@ -9,12 +9,15 @@ import sys
 from pathlib import Path
 
 from .loop import RunInfo, TrainConfig, train
+from ..sharpeners.adapter import LAYER_SELECTIONS
 from .precision import PRECISIONS
 
 PACK_ROOT = Path(__file__).resolve().parents[1]
 # --ckpt's default run: 64,000 samples, where the testbed's closure of the gap to CFG levelled off (README,
 # What training costs); the paper trains 8,000 steps of 128.
 CKPT_STEPS, CKPT_BATCH = 4000, 16
+# The testbed's guidance adapter: 2,000 steps of 64, where its frontier was measured (docs/research.md).
+TESTBED_ADAPTER_STEPS, TESTBED_ADAPTER_BATCH = 2000, 64
 TESTBED_SAMPLE_PROMPTS = [
     "a small red circle on the left", "a large blue square at the top", "a yellow triangle in the middle",
     "a green circle to the left of a purple square", "a cyan box above a red triangle", "a big violet disc at the bottom",
@@ -33,12 +36,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--comfy-root", default=os.environ.get("COMFYUI_PATH"), help="ComfyUI folder (default: found "
                    "from the pack's place in custom_nodes, or $COMFYUI_PATH)")
     p.add_argument("--out", help="the sharpener file (default: models/sharpeners/<name>.safetensors in ComfyUI, "
-                   "else outputs/<name>.safetensors)")
+                   "else outputs/<name>.safetensors); with --train adapter, the adapter file (default: models/loras/)")
     p.add_argument("--name", help="run name (default: from the checkpoint)")
     p.add_argument("--runs", default=str(PACK_ROOT / "runs"), help="where checkpoints, samples and summaries go")
     p.add_argument("--resume", nargs="?", const="auto", help="continue a run exactly (default: its last checkpoint)")
-    p.add_argument("--steps", type=int, default=None, help=f"optimizer steps (default {CKPT_STEPS}; testbed 1200)")
-    p.add_argument("--batch", type=int, default=None, help=f"samples per step and process (default {CKPT_BATCH}; testbed 32)")
+    p.add_argument("--steps", type=int, default=None, help=f"optimizer steps (default {CKPT_STEPS}; testbed 1200, "
+                   f"with an adapter {TESTBED_ADAPTER_STEPS})")
+    p.add_argument("--batch", type=int, default=None, help=f"samples per step and process (default {CKPT_BATCH}; testbed 32, "
+                   f"with an adapter {TESTBED_ADAPTER_BATCH})")
     p.add_argument("--lr", type=float, default=None, help="AdamW learning rate (default 2e-4, the paper's; testbed 1e-3)")
     p.add_argument("--lr-schedule", choices=["constant", "cosine"], default="constant",
                    help="constant (the default, as in the paper), or a cosine decay to zero by the last step")
@@ -51,6 +56,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--save-every", type=int, default=None)
     p.add_argument("--sample-every", type=int, default=None)
     p.add_argument("--eval-batch", type=int, default=64, help="held-out samples for the summary's distance to CFG")
+    p.add_argument("--train", choices=["sharpener", "adapter", "both"], default="sharpener",
+                   help="what learns CFG: the sharpener (rewrites the text once per prompt), a guidance adapter (a LoRA on "
+                        "the model's layers, which sees every step; loads in ComfyUI's LoraLoader and the webuis' <lora:…>), "
+                        "or both together")
+    p.add_argument("--adapter-rank", type=int, default=8, help="the guidance adapter's LoRA rank")
+    p.add_argument("--adapter-layers", choices=list(LAYER_SELECTIONS), default="transformer",
+                   help="the layers the adapter changes: every linear layer of the transformer blocks (attention and "
+                        "feed-forward: the default, measured on the testbed), or the attention projections alone")
+    p.add_argument("--adapter-out", help="the adapter file with --train both (default: models/loras/<name>_adapter"
+                   ".safetensors in ComfyUI, else outputs/); with --train adapter, --out names it")
+    p.add_argument("--inputs", choices=["forward", "cfg-runs"], default=None,
+                   help="the noisy latents the student learns on: forward-noised training latents (the paper's; the "
+                        "sharpener's default), or the states CFG's own 10- and 20-step sampling runs visit on the "
+                        "training captions (as AGD trains; the adapter's default, which lowered its FD on the testbed; "
+                        "about 2 more UNet calls a sample)")
     p.add_argument("--attention", choices=["prompt+reference", "reference"], default="prompt+reference",
                    help="what the sharpener's attention reads: the prompt's tokens and the reference's, or, as in the "
                         "paper, the reference's alone (collapses to one offset when the empty prompt's tokens are alike)")
@@ -109,6 +129,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.testbed:
         backend, info, name, prompts = testbed_run(args)
         defaults = {"steps": 1200, "batch": 32, "lr": 1e-3, "save_every": 200, "sample_every": 400}
+        if args.train != "sharpener":  # the adapter's settings measured on the testbed (docs/research.md)
+            defaults.update(steps=TESTBED_ADAPTER_STEPS, batch=TESTBED_ADAPTER_BATCH, save_every=500, sample_every=1000)
     else:
         from .comfy_backend import comfy_run
 
@@ -116,7 +138,16 @@ def main(argv: list[str] | None = None) -> dict:
         defaults = {"steps": CKPT_STEPS, "batch": CKPT_BATCH, "lr": 2e-4, "save_every": 500, "sample_every": 500}
     name = args.name or name
     run_dir = Path(args.runs) / name
-    out = Path(args.out) if args.out else default_output(args, name)
+    if args.adapter_rank < 1:
+        raise SystemExit(f"--adapter-rank {args.adapter_rank}: must be 1 or more")
+    out = Path(args.out) if args.out else default_output(args, name, "sharpeners")
+    adapter_out = None
+    if args.train == "adapter":
+        adapter_out = Path(args.out) if args.out else default_output(args, f"{name}_adapter", "loras")
+    elif args.train == "both":
+        adapter_out = Path(args.adapter_out) if args.adapter_out else default_output(args, f"{name}_adapter", "loras")
+        if adapter_out.resolve() == out.resolve():
+            raise SystemExit(f"--adapter-out {adapter_out}: is also the sharpener's --out; give the two files two names")
     resume = None
     if args.resume:
         resume = run_dir / "checkpoint.pt" if args.resume == "auto" else Path(args.resume)
@@ -130,13 +161,15 @@ def main(argv: list[str] | None = None) -> dict:
         save_every=args.save_every if args.save_every is not None else defaults["save_every"],
         sample_every=args.sample_every if args.sample_every is not None else defaults["sample_every"],
         sample_prompts=prompts, eval_batch=args.eval_batch, negatives=negatives, mixed_precision=args.mixed_precision,
-        attention_context=args.attention, micro_batch=args.micro_batch, checkpointing=args.checkpointing,
+        attention_context=args.attention, train=args.train, adapter_rank=args.adapter_rank,
+        adapter_layers=args.adapter_layers,
+        inputs=args.inputs or ("forward" if args.train == "sharpener" else "cfg-runs"), micro_batch=args.micro_batch, checkpointing=args.checkpointing,
         default_steps=defaults["steps"], default_batch=defaults["batch"])
     try:
         # ComfyUI may leave inference mode on; the sharpener needs gradients through the frozen UNet.
         with torch.inference_mode(False):
             return train(config, backend, info, run_dir, out, resume,
-                         log=lambda text: print(f"[DICE] {text}", flush=True))
+                         log=lambda text: print(f"[DICE] {text}", flush=True), adapter_out=adapter_out)
     except OSError as error:
         if error.errno == errno.ENOSPC:
             raise SystemExit(f"the disk is full ({error.filename or run_dir}); the last checkpoint in {run_dir} "
@@ -144,11 +177,12 @@ def main(argv: list[str] | None = None) -> dict:
         raise
 
 
-def default_output(args: argparse.Namespace, name: str) -> Path:
+def default_output(args: argparse.Namespace, name: str, kind: str) -> Path:
+    """ComfyUI's models/<kind>/<name>.safetensors (sharpeners, or loras for an adapter), else the pack's outputs/."""
     from .comfy_locate import find_comfy_root
 
     root = None if args.testbed else find_comfy_root(args.comfy_root, PACK_ROOT)
-    folder = root / "models" / "sharpeners" if root else PACK_ROOT / "outputs"
+    folder = root / "models" / kind if root else PACK_ROOT / "outputs"
     return folder / f"{name}.safetensors"
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..sharpeners.adapter import linear_layers
 from ..sharpeners.formulas import repeat_to_common_length
 from .checkpoint import write_atomic
 from .comfy_locate import find_comfy_root
@@ -43,6 +44,16 @@ def import_comfy(root: Path):
     importlib.import_module("comfy.cli_args").args.cpu = not torch.cuda.is_available()
     return {name: importlib.import_module(name) for name in
             ("comfy.sd", "comfy.model_management", "comfy.samplers", "folder_paths")}
+
+
+def unet_adapter_layers(diffusion_model: torch.nn.Module, selection: str) -> list[str]:
+    """Each transformer block's self- and cross-attention projections (to_q, to_k, to_v, to_out.0) in ComfyUI's UNet,
+    and for "transformer" its feed-forward layers and the linear proj_in / proj_out around the blocks (SD2, SDXL)."""
+    attention = tuple(f"{a}.{p}" for a in ("attn1", "attn2") for p in ("to_q", "to_k", "to_v", "to_out.0"))
+    paths = linear_layers(diffusion_model, selection, attention, ("ff.net.0.proj", "ff.net.2"), "BasicTransformerBlock")
+    if selection == "transformer":
+        paths += linear_layers(diffusion_model, selection, (), ("proj_in", "proj_out"), "SpatialTransformer")
+    return sorted(paths)
 
 
 def resolve_checkpoint(name: str, folder_paths) -> Path:
@@ -183,6 +194,12 @@ class ComfyBackend:
                       and not self._cache_path(self._prompt_key(e.caption)[0]).exists())
         return missing * (1 - (1 - 1 / len(self.examples)) ** samples)
 
+    def adapter_model(self) -> torch.nn.Module:
+        return self.model.diffusion_model
+
+    def adapter_layers(self, selection: str) -> list[str]:
+        return unet_adapter_layers(self.model.diffusion_model, selection)
+
     def checkpoint_layers(self) -> int:
         return checkpoint_layers(self.model.diffusion_model, {"ResBlock", "SpatialTransformer"})
 
@@ -225,6 +242,10 @@ class ComfyBackend:
     def sample_training_latents(self, count: int, generator: torch.Generator) -> tuple[torch.Tensor, list[str]]:
         picks = torch.randint(0, len(self.examples), (count,), generator=generator).tolist()
         return self._latents(picks).to(self.device), [self.examples[i].caption for i in picks]
+
+    def sample_captions(self, count: int, generator: torch.Generator) -> list[str]:
+        """Training captions alone (for CFG sampling runs): no latent is drawn or encoded for them."""
+        return [self.examples[i].caption for i in torch.randint(0, len(self.examples), (count,), generator=generator).tolist()]
 
     def sample_sigmas(self, count: int, generator: torch.Generator) -> torch.Tensor:
         sigmas = self.model.model_sampling.sigmas

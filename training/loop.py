@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..sharpeners.adapter import AdapterConfig, GuidanceAdapter
+from ..sharpeners.adapter_file import AdapterInfo, save_adapter
 from ..sharpeners import Sharpener, SharpenerConfig, TrainingInfo, repeat_to_common_length, save_sharpener
 from .backend import DiffusionBackend
 from .checkpoint import load_state, save_state, write_atomic
@@ -21,6 +23,8 @@ from .png import grid, save_png
 from .precision import dtype_name, loss_scaler
 from .progress import Progress, format_seconds
 from .sampler import sample
+from .student import Student
+from .trajectories import TrajectoryStates
 from .step import accumulate_gradients, make_batch, single_call, split_batch, teacher_noise  # noqa: F401 (benches import them here)
 
 
@@ -47,6 +51,10 @@ class TrainConfig:
     attention_context: str = "prompt+reference"
     micro_batch: int = 0  # 0: picked from the free memory at start
     checkpointing: str = "auto"  # activation checkpointing of the frozen model: auto (only if needed), on, off
+    train: str = "sharpener"  # what learns: the sharpener, a guidance adapter (LoRA in the frozen model), or both
+    adapter_rank: int = 8
+    adapter_layers: str = "attention"
+    inputs: str = "forward"  # the noisy latents trained on: forward-noised data, or the states of CFG's sampling runs
     default_steps: int = 0  # the run the plan also prices when this one is shorter (0: this one)
     default_batch: int = 0
 
@@ -70,14 +78,14 @@ def learning_rate(config: TrainConfig, step: int) -> float:
 
 
 @torch.no_grad()
-def held_out_distances(backend: DiffusionBackend, sharpener: torch.nn.Module, batch: dict, guidance: float,
+def held_out_distances(backend: DiffusionBackend, student: Student, batch: dict, guidance: float,
                        micro_batch: int = 1 << 30) -> dict:
-    """Mean |eps − eps_CFG| of the unguided call and of the sharpened call on a fixed held-out batch."""
+    """Mean |eps − eps_CFG| of the unguided call and of the student's call on a fixed held-out batch."""
     far = near = 0.0
     for part in split_batch(batch, micro_batch):
         teacher = teacher_noise(backend, part, guidance)
         unguided = single_call(backend, part, part["c"])
-        sharpened = single_call(backend, part, part["c"] + sharpener(part["c"], part["c_ref"]))
+        sharpened = student(backend, part)
         share = len(part["x"]) / len(batch["x"])
         far += share * float((unguided - teacher).abs().mean())
         near += share * float((sharpened - teacher).abs().mean())
@@ -85,9 +93,10 @@ def held_out_distances(backend: DiffusionBackend, sharpener: torch.nn.Module, ba
 
 
 @torch.no_grad()
-def sample_grid(backend: DiffusionBackend, sharpener: torch.nn.Module, prompts: list[str], steps: int,
+def sample_grid(backend: DiffusionBackend, student: Student, prompts: list[str], steps: int,
                 guidance: float, micro_batch: int = 1 << 30) -> np.ndarray:
-    """Rows: unguided, CFG and sharpened, same prompts and seeds; micro_batch prompts at a time."""
+    """Rows: unguided, CFG and the student (sharpened and/or adapted), same prompts and seeds; micro_batch prompts at
+    a time."""
     null = backend.null_embedding()
     sigmas = backend.sampling_sigmas(steps)
     shape = tuple(backend.latent_shape)
@@ -100,8 +109,9 @@ def sample_grid(backend: DiffusionBackend, sharpener: torch.nn.Module, prompts: 
         rows[0].append(sample(backend.predict_noise, c, sigmas, seeds, shape, **vectors))
         rows[1].append(sample(backend.predict_noise, c, sigmas, seeds, shape, null=null_part, cfg_scale=guidance,
                               **vectors))
-        rows[2].append(sample(backend.predict_noise, c + sharpener(c, null.expand(len(c), -1, -1)), sigmas, seeds, shape,
-                              **vectors))
+        with student.adapter_on():
+            rows[2].append(sample(backend.predict_noise, student.context(c, null.expand(len(c), -1, -1)), sigmas, seeds,
+                                  shape, **vectors))
     return grid(np.concatenate([backend.decode(torch.cat(row)) for row in rows]), len(prompts), scale=3)
 
 
@@ -130,24 +140,84 @@ def out_of_memory_message(config: TrainConfig, plan, step: int, run_dir: Path) -
             f"{advice} (other programs using the GPU, such as a running ComfyUI, also take memory); {kept}")
 
 
+def make_student(config: TrainConfig, backend: DiffusionBackend, device: torch.device) -> Student:
+    """The parts config.train asks for: a new sharpener, a new guidance adapter hooked into the frozen model, or both."""
+    sharpener = adapter = None
+    if config.train in ("sharpener", "both"):
+        sharpener = Sharpener(SharpenerConfig(embed_dim=backend.embed_dim, attention_context=config.attention_context))
+    if config.train in ("adapter", "both"):
+        model = backend.adapter_model()
+        paths = backend.adapter_layers(config.adapter_layers)
+        adapter = GuidanceAdapter.for_layers(model, paths, AdapterConfig(
+            rank=config.adapter_rank, alpha=float(config.adapter_rank), layers=config.adapter_layers))
+        adapter.to(device).attach(model)
+    return Student(sharpener, adapter).to(device)
+
+
+def check_resumable(state: dict, config: TrainConfig, resume: Path) -> None:
+    """A checkpoint trains the same parts as this run, or the run stops naming the flag that differs."""
+    saved = state["config"]
+    asked = {"train": (saved.get("train", "sharpener"), config.train), "inputs": (saved.get("inputs", "forward"), config.inputs)}
+    if config.train != "adapter":
+        asked["attention"] = (saved.get("attention_context", "reference"), config.attention_context)
+    if config.train != "sharpener":
+        asked["adapter-rank"] = (saved.get("adapter_rank"), config.adapter_rank)
+        asked["adapter-layers"] = (saved.get("adapter_layers"), config.adapter_layers)
+    for flag, (was, now) in asked.items():
+        if was != now:
+            raise SystemExit(f"--resume: {resume} was trained with --{flag} {was}, this run asks for --{flag} {now}; "
+                             f"pass --{flag} {was}")
+
+
+def save_student(student: Student, config: TrainConfig, info: RunInfo, out: Path, adapter_out: Path | None) -> list[Path]:
+    """The trained parts' files: the sharpener at out, the adapter (a LoRA in kohya's layout) at adapter_out."""
+    written = []
+    if student.sharpener is not None:
+        save_sharpener(out, student.sharpener.cpu(), TrainingInfo(
+            model_family=info.model_family, base_checkpoint=info.base_checkpoint,
+            base_checkpoint_sha256=info.base_checkpoint_sha256, guidance_scale=config.guidance,
+            clip_skip=info.clip_skip, prediction_type=info.prediction_type,
+            trained_with_negatives=bool(config.negatives), default_alpha=1.0, training_steps=config.steps))
+        written.append(out)
+    if student.adapter is not None:
+        save_adapter(adapter_out, student.adapter, AdapterInfo(
+            model_family=info.model_family, base_checkpoint=info.base_checkpoint,
+            base_checkpoint_sha256=info.base_checkpoint_sha256, guidance_scale=config.guidance,
+            prediction_type=info.prediction_type, clip_skip=info.clip_skip, training_steps=config.steps,
+            sharpener=out.name if student.sharpener is not None else ""))
+        written.append(adapter_out)
+    return written
+
+
 def train(config: TrainConfig, backend: DiffusionBackend, info: RunInfo, run_dir: Path, out: Path,
-          resume: Path | None = None, log=print) -> dict:
-    """Train a sharpener for backend; returns the summary. Run by every process under torchrun."""
+          resume: Path | None = None, log=print, adapter_out: Path | None = None) -> dict:
+    """Train a sharpener, a guidance adapter or both for backend; returns the summary. Run by every process under
+    torchrun."""
     dist = Distributed.start()
-    torch.manual_seed(config.seed)  # the same initial sharpener in every process
-    sharpener = Sharpener(SharpenerConfig(embed_dim=backend.embed_dim, attention_context=config.attention_context)).to(dist.device)
-    optimizer = torch.optim.AdamW(sharpener.parameters(), lr=config.lr, betas=config.betas,
+    torch.manual_seed(config.seed)  # the same initial student in every process
+    student = make_student(config, backend, dist.device)
+    optimizer = torch.optim.AdamW(student.parameters(), lr=config.lr, betas=config.betas,
                                   weight_decay=config.weight_decay)
     generator = torch.Generator().manual_seed(config.seed + 1000 * dist.rank)
+    runs = TrajectoryStates(backend, config.guidance, config.negatives) if config.inputs == "cfg-runs" else None
+
+    def draw(count: int, source: torch.Generator) -> dict:
+        """count training samples: forward-noised data, or states of CFG's own sampling runs."""
+        if runs is not None:
+            return runs.draw(count, source, dist.device)
+        return make_batch(backend, count, source, config.negatives, dist.device)
+
     start = 0
     if resume is not None:
         state = load_state(resume)
-        saved = state["config"].get("attention_context", "reference")
-        if saved != config.attention_context:
-            raise SystemExit(f"--resume: {resume} trains a sharpener with attention over '{saved}', this run asks "
-                             f"for '{config.attention_context}'; pass --attention {saved}")
-        sharpener.load_state_dict(state["sharpener"])
+        check_resumable(state, config, resume)
+        if student.sharpener is not None:
+            student.sharpener.load_state_dict(state["sharpener"])
+        if student.adapter is not None:
+            student.adapter.load_state_dict(state["adapter"])
         optimizer.load_state_dict(state["optimizer"])
+        if runs is not None and "inputs" in state:
+            runs.load_state_dict(state["inputs"])
         start = state["step"]
         if dist.world_size == 1:
             generator.set_state(state["generator"])
@@ -157,10 +227,10 @@ def train(config: TrainConfig, backend: DiffusionBackend, info: RunInfo, run_dir
         if config.lr_schedule != "constant" and state["config"].get("steps") != config.steps:
             log(f"the {config.lr_schedule} learning-rate schedule now ends at step {config.steps}, not "
                 f"{state['config'].get('steps')}: the rest of the run follows the new length")
-    model = dist.wrap(sharpener)
+    model = dist.wrap(student)
     scaler = loss_scaler(backend.compute_dtype, dist.device)
     if dist.is_main:
-        log(f"training a {sharpener.parameter_count():,}-parameter sharpener for {info.base_checkpoint} "
+        log(f"training {student.describe()} for {info.base_checkpoint} "
             f"(width {backend.embed_dim}, {dtype_name(backend.compute_dtype)}"
             f"{', loss scaling' if scaler.is_enabled() else ''}) on {dist.world_size} process(es), "
             f"{config.batch} samples each, {config.steps} steps")
@@ -169,7 +239,7 @@ def train(config: TrainConfig, backend: DiffusionBackend, info: RunInfo, run_dir
                        "--checkpointing on, or a lower --resolution); other programs using the GPU, such as a running "
                        "ComfyUI, also take memory")
     with out_of_memory_stops(lambda: warm_up_message):
-        plan = make_plan(backend, sharpener, lambda count: make_batch(backend, count, probe, config.negatives, dist.device),
+        plan = make_plan(backend, model, lambda count: draw(count, probe),
                          config.batch, config.guidance, config.loss, dist.device, config.micro_batch, config.checkpointing)
     if dist.is_main:
         # Training latents a prompts-only run still has to draw, the held-out batch's included.
@@ -181,14 +251,14 @@ def train(config: TrainConfig, backend: DiffusionBackend, info: RunInfo, run_dir
             log(line)
     held_out = make_batch(backend, config.eval_batch, torch.Generator().manual_seed(config.seed + 999_999),
                           config.negatives, dist.device)
-    before = held_out_distances(backend, sharpener, held_out, config.guidance, plan.micro_batch)
+    before = held_out_distances(backend, student, held_out, config.guidance, plan.micro_batch)
     if dist.is_main:
-        log(f"held-out distance to CFG: unguided {before['unguided_to_cfg']:.4f}, sharpened {before['sharpened_to_cfg']:.4f}")
+        log(f"held-out distance to CFG: unguided {before['unguided_to_cfg']:.4f}, student {before['sharpened_to_cfg']:.4f}")
     progress = Progress(config.steps, "train", "steps", start=start) if dist.is_main else None
     training_seconds, samples_seen = 0.0, 0
     for step in range(start, config.steps):
         begun = time.time()
-        batch = make_batch(backend, config.batch, generator, config.negatives, dist.device)
+        batch = draw(config.batch, generator)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(config, step)
         optimizer.zero_grad(set_to_none=True)
@@ -202,13 +272,14 @@ def train(config: TrainConfig, backend: DiffusionBackend, info: RunInfo, run_dir
             progress.update(step + 1, loss=loss)
             done = step + 1
             if config.save_every and (done % config.save_every == 0 or done == config.steps):
-                save_state(run_dir / "checkpoint.pt", sharpener, optimizer, done, generator, asdict(config))
+                save_state(run_dir / "checkpoint.pt", student, optimizer, done, generator, asdict(config),
+                           inputs=runs.state_dict() if runs is not None else None)
             if config.sample_every and config.sample_prompts and (done % config.sample_every == 0 or done == config.steps):
                 save_png(run_dir / "samples" / f"step{done:06d}.png",
-                         sample_grid(backend, sharpener, config.sample_prompts, config.sample_steps, config.guidance,
+                         sample_grid(backend, student, config.sample_prompts, config.sample_steps, config.guidance,
                                      plan.micro_batch))
     seconds = training_seconds
-    after = held_out_distances(backend, sharpener, held_out, config.guidance, plan.micro_batch)
+    after = held_out_distances(backend, student, held_out, config.guidance, plan.micro_batch)
     summary = {"steps": config.steps, "resumed_at": start, "world_size": dist.world_size,
                "samples_per_second": dist.mean(samples_seen / max(seconds, 1e-9)) * dist.world_size,
                "seconds": round(seconds, 1), "held_out_before": before, "held_out_after": after,
@@ -217,17 +288,14 @@ def train(config: TrainConfig, backend: DiffusionBackend, info: RunInfo, run_dir
                "micro_batch": plan.micro_batch, "activation_checkpointing": plan.checkpointing,
                "precision": dtype_name(backend.compute_dtype),
                "memory_per_sample": {"teacher": plan.teacher_bytes, "student": plan.student_bytes},
-               "out": str(out)}
+               "out": str(out) if student.sharpener is not None else None,
+               "adapter_out": str(adapter_out) if student.adapter is not None else None}
     if dist.is_main:
-        save_sharpener(out, sharpener.cpu(), TrainingInfo(
-            model_family=info.model_family, base_checkpoint=info.base_checkpoint,
-            base_checkpoint_sha256=info.base_checkpoint_sha256, guidance_scale=config.guidance,
-            clip_skip=info.clip_skip, prediction_type=info.prediction_type,
-            trained_with_negatives=bool(config.negatives), default_alpha=1.0, training_steps=config.steps))
+        written = save_student(student, config, info, out, adapter_out)
         write_atomic(run_dir / "summary.json", lambda t: t.write_text(json.dumps(summary, indent=2) + "\n"))
         log(f"done in {format_seconds(seconds)}: {summary['samples_per_second']:.1f} samples/s; held-out distance "
-            f"to CFG: unguided {after['unguided_to_cfg']:.4f}, sharpened {after['sharpened_to_cfg']:.4f} "
-            f"(ratio {after['ratio']:.3f}); wrote {out}")
+            f"to CFG: unguided {after['unguided_to_cfg']:.4f}, student {after['sharpened_to_cfg']:.4f} "
+            f"(ratio {after['ratio']:.3f}); wrote {' and '.join(str(p) for p in written)}")
     dist.barrier()
     dist.stop()
     return summary

@@ -58,8 +58,8 @@ def split_batch(batch: dict, size: int) -> list[dict]:
 
 def accumulate_gradients(model: torch.nn.Module, backend: DiffusionBackend, batch: dict, micro_batch: int,
                          guidance: float, loss_kind: str, scaler: torch.amp.GradScaler | None = None) -> float:
-    """Backward of the whole batch's loss, micro_batch samples at a time, into the gradients of model; returns the
-    loss. Each part's loss is weighted by its share of the batch, so the gradients equal one pass over the batch."""
+    """Backward of the whole batch's loss, micro_batch samples at a time, into the gradients of model (a Student,
+    perhaps DDP-wrapped; the teacher sees the plain model); returns the loss. Each part's loss is weighted by its share of the batch, so the gradients equal one pass over the batch."""
     parts = split_batch(batch, micro_batch)
     total, loss_sum = len(batch["x"]), 0.0
     for index, part in enumerate(parts):
@@ -69,7 +69,7 @@ def accumulate_gradients(model: torch.nn.Module, backend: DiffusionBackend, batc
         with syncing:
             with torch.no_grad():
                 teacher = teacher_noise(backend, part, guidance)
-            student = single_call(backend, part, part["c"] + model(part["c"], part["c_ref"]))
+            student = model(backend, part)
             loss = distillation_loss(student, teacher, loss_kind) * (len(part["x"]) / total)
             (scaler.scale(loss) if scaler is not None else loss).backward()
         loss_sum += float(loss.detach())

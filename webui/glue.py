@@ -9,24 +9,31 @@ the formulas of the core.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from ..sharpeners import ConditioningError, SharpenerFile, negative_shift, sharpen, sharpening_residual
+from ..sharpeners.adapter import lora_name
+from ..sharpeners.adapter_file import FORMAT_NAME as ADAPTER_FORMAT, AdapterFile, AdapterFileError, load_adapter
 from ..sharpeners.cache import SharpenerCache
+from ..sharpeners.safefile import sniff_safetensors
 
 TITLE = "DICE: CFG at cfg 1"  # the key of alwayson_scripts in the API; never changes
 FOLDER_NAME = "sharpeners"  # models/sharpeners, as in ComfyUI
 NONE = "None"
 # Infotext keys, written into every image and read back when it is pasted.
 KEY_SHARPENER, KEY_ALPHA, KEY_BETA = "DICE sharpener", "DICE alpha", "DICE beta"
+KEY_ADAPTER = "DICE adapter"  # the guidance adapters among the prompt's <lora:…>, written for the record
 # The host's setting that drops the negative pass ("Ignore negative prompt during early sampling"): 1.0 drops it
 # on every step, so CFG 1 costs one UNet call a step in Automatic1111 as it does in Forge and ComfyUI.
 SKIP_NEGATIVE_SETTING, SKIP_NEGATIVE_INFOTEXT = "skip_early_cond", "Skip Early CFG"
 
 _cache = SharpenerCache()
+# The webuis' extra-network syntax for a LoRA in the prompt: <lora:name> or <lora:name:weight[:...]>.
+LORA_IN_PROMPT = re.compile(r"<lora:([^:>]+)(?::[^>]*)?>")
 
 
 def sharpener_folder(models_path: str, override: str | None = None) -> Path:
@@ -54,6 +61,44 @@ def resolve_sharpener(folder: Path, name: str) -> Path:
 def load(folder: Path, name: str) -> SharpenerFile:
     """The named sharpener, loaded once and reloaded when its file changes; bad files are refused by name."""
     return _cache.get(os.fspath(resolve_sharpener(folder, name)))
+
+
+def loras_in(prompts: list[str]) -> list[str]:
+    """The LoRA names the prompts call for with <lora:name:weight>, each once, in order."""
+    return list(dict.fromkeys(m.group(1).strip() for prompt in prompts for m in LORA_IN_PROMPT.finditer(prompt)))
+
+
+def find_lora(folder: Path, name: str) -> Path | None:
+    """The .safetensors file a <lora:name> stands for (the webuis search their Lora folder's subfolders too)."""
+    if not folder.is_dir():
+        return None
+    return next((p for p in sorted(folder.rglob("*.safetensors")) if p.stem == name), None)
+
+
+def dice_adapters(folder: Path, prompts: list[str], layer_paths) -> list[AdapterFile]:
+    """The DICE guidance adapters among the prompts' <lora:…>, each checked against the model's layers (layer_paths():
+    the diffusion model's module paths). A .safetensors LoRA file that is truncated or a pickle is refused by name,
+    since the host would skip it and generate without it; other LoRAs pass as they are."""
+    adapters, available = [], None
+    for name in loras_in(prompts):
+        path = find_lora(folder, name)
+        if path is None:
+            continue  # not ours to find: the host reports LoRAs it cannot find
+        sniff_safetensors(str(path), AdapterFileError)
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                is_adapter = (f.metadata() or {}).get("format") == ADAPTER_FORMAT
+        except Exception as error:  # safetensors raises its own error types for every malformed header
+            raise AdapterFileError(f"{path}: is not a readable safetensors file ({error})") from None
+        if not is_adapter:
+            continue
+        adapter = load_adapter(path)
+        available = available if available is not None else {lora_name(p) for p in layer_paths()}
+        adapter.check_names(available, "this checkpoint's UNet")
+        adapters.append(adapter)
+    return adapters
 
 
 def guidance_warning(cfg_scale: float) -> str | None:

@@ -70,6 +70,7 @@ def main() -> None:
     parser.add_argument("--alphas", default="0.5,0.75,1")
     options = parser.parse_args()
     from dice_pack.training.loop import held_out_distances, make_batch, single_call, teacher_noise
+    from dice_pack.training.student import Student
     from dice_pack.training.testbed.model import Testbed
     from lever_common import fit_like_main_job, score_at_budgets
 
@@ -87,7 +88,7 @@ def main() -> None:
 
     fit_like_main_job(testbed, sharpener, loss_of, options.steps)
     held_out = make_batch(testbed, 64, torch.Generator().manual_seed(999_999), [], torch.device("cpu"))
-    print(f"held-out distance ratio {held_out_distances(testbed, sharpener, held_out, 5.0)['ratio']:.3f}", flush=True)
+    print(f"held-out distance ratio {held_out_distances(testbed, Student(sharpener), held_out, 5.0)['ratio']:.3f}", flush=True)
     scorer = Scorer(testbed, options.prompts, options.prompt_seed)
     context, null = testbed.encode_prompts(scorer.captions[:options.prompts]), testbed.null_embedding()
     for alpha in (float(a) for a in options.alphas.split(",")):

@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 from .data import caption, make_dataset, random_named_scene, realise, render
 from .features import FeatureNet
 from .models import Autoencoder, AutoencoderConfig, UNet, UNetConfig
+from ...sharpeners.adapter import linear_layers
 from ..memory import checkpoint_layers
 from ..sampler import guided, initial_noise, sample, sampling_run
 from .schedule import DiscreteSchedule
@@ -90,6 +91,12 @@ class Testbed:
         images = np.stack([render(rng, realise(rng, self._pool[i][0])) for i in picks])
         return self.encode_images(images), [self._pool[i][1] for i in picks]
 
+    def sample_captions(self, count: int, generator: torch.Generator) -> list[str]:
+        """Training captions alone (for CFG sampling runs), from the same pool."""
+        if self._pool is None:
+            self._pool = training_pool()
+        return [self._pool[i][1] for i in torch.randint(0, len(self._pool), (count,), generator=generator).tolist()]
+
     def sample_sigmas(self, count: int, generator: torch.Generator) -> torch.Tensor:
         return self.schedule.sample_sigmas(count, generator)
 
@@ -102,6 +109,14 @@ class Testbed:
     def set_precision(self, dtype: torch.dtype) -> None:
         """The UNet's arithmetic in dtype from now on (its weights stay fp32, cast per operation by autocast)."""
         self.compute_dtype = dtype
+
+    def adapter_model(self) -> torch.nn.Module:
+        return self.unet
+
+    def adapter_layers(self, selection: str) -> list[str]:
+        """The UNet's transformers' attention projections, and for "transformer" their feed-forward layers too."""
+        return linear_layers(self.unet, selection, ("self_qkv", "self_out", "cross_q", "cross_kv", "cross_out"),
+                             ("ff.0", "ff.2"), "Transformer")
 
     def checkpoint_layers(self) -> int:
         """Recompute the UNet's res-blocks and transformers in the backward pass rather than keep their activations."""

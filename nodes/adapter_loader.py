@@ -1,0 +1,54 @@
+"""Load DICE Guidance Adapter: a DICE adapter (a LoRA) checked against the model, then applied by ComfyUI's own LoRA
+loading, so the KSampler at cfg 1.0 gives CFG-like images in one UNet call per step."""
+from __future__ import annotations
+
+import logging
+
+import comfy.lora
+import comfy.sd
+import folder_paths
+
+from ..sharpeners.adapter_file import load_adapter
+
+FOLDER_NAME = "loras"  # adapters are LoRAs: ComfyUI's LoraLoader finds them in the same folder
+
+
+class LoadDICEAdapter:
+    """Node: model + adapter file + strength → the model with the adapter's weight deltas."""
+
+    DESCRIPTION = (
+        "Loads a DICE guidance adapter (a LoRA from models/loras made by training/train.py --train adapter) onto the "
+        "model. Set the KSampler's cfg to 1.0: the adapted model gives CFG-like images in one UNet call per step. "
+        "Unlike the plain Load LoRA node, it refuses files that are not DICE adapters or were made for another model "
+        "family, naming the file."
+    )
+    CATEGORY = "conditioning/DICE"
+    RETURN_TYPES = ("MODEL",)
+    RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = ("The model with the adapter: connect it to a KSampler with cfg 1.0.",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": ("MODEL", {"tooltip": "The checkpoint's model the adapter was trained for."}),
+                "adapter_name": (folder_paths.get_filename_list(FOLDER_NAME),
+                                 {"tooltip": "A DICE adapter in models/loras (<checkpoint>_dice_adapter.safetensors)."}),
+                "strength": ("FLOAT", {
+                    "default": 1.0, "min": 0.0, "max": 2.0, "step": 0.05, "display": "slider",
+                    "tooltip": "How much of the adapter: 0 = the plain model (unguided at cfg 1.0), 1 = the CFG scale "
+                               "it was trained for (its guidance_scale)."}),
+            }
+        }
+
+    def load(self, model, adapter_name, strength):
+        path = folder_paths.get_full_path_or_raise(FOLDER_NAME, adapter_name)
+        adapter = load_adapter(path)
+        adapter.check_names(set(comfy.lora.model_lora_keys_unet(model.model, {})),
+                            f"this {type(model.model.model_config).__name__} model")
+        logging.info("DICE: loaded %s", adapter.summary())
+        if strength == 0:
+            return (model,)
+        adapted, _ = comfy.sd.load_lora_for_models(model, None, adapter.tensors, strength, 0)
+        return (adapted,)

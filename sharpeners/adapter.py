@@ -1,0 +1,151 @@
+"""The guidance adapter: low-rank weight deltas (LoRA) on a frozen model's linear layers, trained so that one call per
+step gives CFG's prediction. It is attached with forward hooks, so the model's modules and weights are never edited
+and the adapter switches off (the CFG teacher's calls) without being removed."""
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# Which of the model's linear layers an adapter holds: the attention projections (self- and cross-attention), or
+# every linear layer of the transformer blocks (attention, feed-forward and the blocks' linear in/out projections).
+LAYER_SELECTIONS = ("attention", "transformer")
+# kohya's key names for UNet layers, which ComfyUI's LoraLoader and the webuis' built-in Lora both read.
+LORA_PREFIX = "lora_unet_"
+
+
+def linear_layers(model: nn.Module, selection: str, attention: tuple[str, ...], others: tuple[str, ...],
+                  block_type: str) -> list[str]:
+    """Paths of the linear layers an adapter of this selection holds: inside every module of class block_type, the
+    children named in attention (and, for "transformer", those named in others), where they are linear layers."""
+    if selection not in LAYER_SELECTIONS:
+        raise ValueError(f"adapter layers must be one of {', '.join(LAYER_SELECTIONS)}, got {selection!r}")
+    wanted = attention + (others if selection == "transformer" else ())
+    paths = []
+    for block_path, block in model.named_modules():
+        if type(block).__name__ != block_type:
+            continue
+        for name in wanted:
+            try:
+                layer = block.get_submodule(name)
+            except AttributeError:
+                continue
+            if isinstance(layer, nn.Linear):
+                paths.append(f"{block_path}.{name}" if block_path else name)
+    return paths
+
+
+def lora_name(module_path: str) -> str:
+    """'input_blocks.1.1.transformer_blocks.0.attn1.to_q' → 'lora_unet_input_blocks_1_1_transformer_blocks_0_attn1_to_q'."""
+    return LORA_PREFIX + module_path.replace(".", "_")
+
+
+@dataclass(frozen=True)
+class AdapterConfig:
+    """The adapter's shape: LoRA rank, kohya's alpha (the delta is scaled by alpha / rank) and which layers it holds."""
+
+    rank: int = 8
+    alpha: float = 8.0
+    layers: str = "attention"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.rank, int) or self.rank <= 0:
+            raise ValueError(f"AdapterConfig.rank must be a positive integer, got {self.rank!r}")
+        if self.layers not in LAYER_SELECTIONS:
+            raise ValueError(f"AdapterConfig.layers must be one of {', '.join(LAYER_SELECTIONS)}, got {self.layers!r}")
+        if not math.isfinite(self.alpha) or self.alpha <= 0:
+            raise ValueError(f"AdapterConfig.alpha must be a positive number, got {self.alpha!r}")
+
+    @property
+    def scale(self) -> float:
+        return self.alpha / self.rank
+
+
+class LoRA(nn.Module):
+    """down: [rank, in], up: [out, rank]; up starts at zero, so a new adapter leaves the model as it was."""
+
+    def __init__(self, in_features: int, out_features: int, rank: int) -> None:
+        super().__init__()
+        self.down = nn.Parameter(torch.empty(rank, in_features))
+        self.up = nn.Parameter(torch.zeros(out_features, rank))
+        nn.init.kaiming_uniform_(self.down, a=math.sqrt(5))  # as kohya's and peft's LoRA start
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(F.linear(x, self.down), self.up)
+
+
+class GuidanceAdapter(nn.Module):
+    """One LoRA per linear layer named in shapes ({module path: (in, out)}), added to those layers' outputs."""
+
+    def __init__(self, shapes: dict[str, tuple[int, int]], config: AdapterConfig = AdapterConfig()) -> None:
+        super().__init__()
+        if not shapes:
+            raise ValueError("a guidance adapter needs at least one layer")
+        self.config = config
+        self.paths = sorted(shapes)
+        # ModuleDict keys cannot hold dots; the kohya name is unique per path and is also the file's key.
+        self.layers = nn.ModuleDict({lora_name(p): LoRA(*shapes[p], config.rank) for p in self.paths})
+        self.strength = 1.0
+        self._handles: list = []
+
+    @classmethod
+    def for_layers(cls, model: nn.Module, paths: list[str], config: AdapterConfig = AdapterConfig()) -> "GuidanceAdapter":
+        """An adapter for these linear layers of model, with their shapes read from the model."""
+        shapes = {}
+        for path in paths:
+            layer = model.get_submodule(path)
+            if not isinstance(layer, nn.Linear):
+                raise ValueError(f"adapter layer '{path}' is a {type(layer).__name__}, not a linear layer")
+            shapes[path] = (layer.in_features, layer.out_features)
+        return cls(shapes, config)
+
+    def parameter_count(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def attach(self, model: nn.Module) -> "GuidanceAdapter":
+        """Hook every layer of model that the adapter holds; detach() removes the hooks again."""
+        self.detach()
+        for path in self.paths:
+            layer = model.get_submodule(path)
+            self._handles.append(layer.register_forward_hook(self._hook(self.layers[lora_name(path)])))
+        return self
+
+    def detach(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def _hook(self, lora: LoRA):
+        def add_delta(module, inputs, output):
+            if self.strength == 0:
+                return output
+            delta = lora(inputs[0].to(lora.down.dtype)) * (self.config.scale * self.strength)
+            return output + delta.to(output.dtype)
+        return add_delta
+
+    @contextlib.contextmanager
+    def switched_off(self):
+        """The plain model inside the block (CFG's teacher calls), the adapter as it was after it."""
+        strength, self.strength = self.strength, 0.0
+        try:
+            yield
+        finally:
+            self.strength = strength
+
+    def lora_tensors(self) -> dict[str, torch.Tensor]:
+        """The adapter in kohya's LoRA layout: <name>.lora_down.weight, <name>.lora_up.weight and <name>.alpha."""
+        tensors = {}
+        for name, lora in self.layers.items():
+            tensors[f"{name}.lora_down.weight"] = lora.down.detach().cpu().contiguous()
+            tensors[f"{name}.lora_up.weight"] = lora.up.detach().cpu().contiguous()
+            tensors[f"{name}.alpha"] = torch.tensor(float(self.config.alpha))
+        return tensors
+
+    def load_lora_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        for name, lora in self.layers.items():
+            lora.down.data.copy_(tensors[f"{name}.lora_down.weight"].float())
+            lora.up.data.copy_(tensors[f"{name}.lora_up.weight"].float())

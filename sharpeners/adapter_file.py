@@ -1,0 +1,145 @@
+"""The guidance adapter's file: a LoRA in kohya's key layout (lora_unet_<layer>.lora_down.weight, .lora_up.weight,
+.alpha), which ComfyUI's LoraLoader and the webuis' built-in Lora load as they are, plus metadata saying what it was
+trained for. Read with safetensors only, checked, and refused by name when anything does not fit."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from torch import nn
+
+from .adapter import LORA_PREFIX, AdapterConfig, GuidanceAdapter, lora_name
+from .errors import DiceError
+from .safefile import sniff_safetensors, write_safetensors
+
+FORMAT_NAME = "dice-guidance-adapter"
+FORMAT_VERSION = 1
+# kohya's base-model names, which the webuis' Lora tab reads to sort LoRAs by model.
+KOHYA_BASE = {"sd15": "sd_v1", "sd2": "sd_v2", "sdxl": "sdxl_base_v1-0"}
+
+
+class AdapterFileError(DiceError):
+    """A guidance adapter file that is missing, unreadable, not an adapter, or not for this model."""
+
+
+@dataclass(frozen=True)
+class AdapterInfo:
+    """What an adapter was trained for; written by the trainer, checked by the loaders."""
+
+    model_family: str = "sd15"
+    base_checkpoint: str = ""
+    base_checkpoint_sha256: str = ""
+    guidance_scale: float = 5.0
+    prediction_type: str = "eps"
+    clip_skip: int = 1
+    training_steps: int = 0
+    sharpener: str = ""  # the sharpener file trained with it, when both were trained together
+
+
+@dataclass(frozen=True)
+class AdapterFile:
+    """A checked adapter file: its config, info, tensors (kohya layout) and the layers they name."""
+
+    config: AdapterConfig
+    info: AdapterInfo
+    tensors: dict[str, torch.Tensor]
+    path: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(k[: -len(".lora_down.weight")] for k in self.tensors if k.endswith(".lora_down.weight"))
+
+    def summary(self) -> str:
+        c, i = self.config, self.info
+        return (f"{Path(self.path).name or 'adapter'}: rank {c.rank} on {len(self.names)} {c.layers} layers, {i.model_family}, "
+                f"base '{i.base_checkpoint or 'unknown'}', trained at CFG {i.guidance_scale:g}")
+
+    def check_names(self, available: set[str], model_kind: str = "this model") -> None:
+        """Refuse a model that lacks some of the adapter's layers (a LoRA loader would skip them silently)."""
+        missing = [n for n in self.names if n not in available]
+        if missing:
+            raise AdapterFileError(f"{self.path}: {len(missing)} of its {len(self.names)} layers are not in "
+                                   f"{model_kind} (first: {missing[0]}); it was trained for {self.info.model_family} "
+                                   f"('{self.info.base_checkpoint}')")
+
+    def attach_to(self, model: nn.Module) -> GuidanceAdapter:
+        """A GuidanceAdapter holding these weights, hooked into model; refuses a model whose layers do not match."""
+        layers = {lora_name(path): path for path, module in model.named_modules() if isinstance(module, nn.Linear)}
+        self.check_names(set(layers))
+        shapes = {layers[n]: (self.tensors[f"{n}.lora_down.weight"].shape[1], self.tensors[f"{n}.lora_up.weight"].shape[0])
+                  for n in self.names}
+        wrong = [f"{p} is {model.get_submodule(p).in_features}→{model.get_submodule(p).out_features}, the adapter "
+                 f"{s[0]}→{s[1]}" for p, s in shapes.items()
+                 if (model.get_submodule(p).in_features, model.get_submodule(p).out_features) != s]
+        if wrong:
+            raise AdapterFileError(f"{self.path}: its layers do not fit this model ({wrong[0]}); it was trained for "
+                                   f"{self.info.model_family} ('{self.info.base_checkpoint}')")
+        adapter = GuidanceAdapter(shapes, self.config)
+        adapter.load_lora_tensors(self.tensors)
+        return adapter.requires_grad_(False).attach(model)
+
+
+def adapter_metadata(config: AdapterConfig, info: AdapterInfo) -> dict[str, str]:
+    values = {"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION), "key_format": "kohya-lora-unet"}
+    values.update({f.name: str(getattr(config, f.name)) for f in fields(AdapterConfig)})
+    values.update({f.name: str(getattr(info, f.name)) for f in fields(AdapterInfo)})
+    # kohya's own keys, so the webuis' Lora tab and LoRA tools describe the file as they do any LoRA.
+    values.update({"ss_network_module": "networks.lora", "ss_network_dim": str(config.rank),
+                   "ss_network_alpha": str(config.alpha), "ss_base_model_version": KOHYA_BASE.get(info.model_family, info.model_family)})
+    return values
+
+
+def save_adapter(path: str | os.PathLike, adapter: GuidanceAdapter, info: AdapterInfo) -> None:
+    """Write the adapter atomically, in kohya's LoRA layout, with its metadata."""
+    write_safetensors(path, adapter.lora_tensors(), adapter_metadata(adapter.config, info))
+
+
+def _number(values: dict[str, str], key: str, path: str, kind=float):
+    try:
+        return kind(values[key])
+    except KeyError:
+        raise AdapterFileError(f"{path}: metadata lacks '{key}'") from None
+    except ValueError:
+        raise AdapterFileError(f"{path}: metadata '{key}' should be a number, found {values[key]!r}") from None
+
+
+def load_adapter(path: str | os.PathLike) -> AdapterFile:
+    """Read and check an adapter file; raises AdapterFileError naming the problem."""
+    path = str(path)
+    sniff_safetensors(path, AdapterFileError)
+    try:
+        with safe_open(path, framework="pt", device="cpu") as f:
+            values = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as error:  # safetensors raises its own error types for every malformed file
+        raise AdapterFileError(f"{path}: is not a readable safetensors file ({error})") from None
+    if values.get("format") != FORMAT_NAME:
+        raise AdapterFileError(f"{path}: is a safetensors file but not a DICE guidance adapter (its metadata has no "
+                               f"format={FORMAT_NAME!r}); a plain LoRA loads with ComfyUI's own LoraLoader")
+    version = _number(values, "format_version", path, int)
+    if version > FORMAT_VERSION:
+        raise AdapterFileError(f"{path}: was written in adapter format {version}; this pack reads up to "
+                               f"{FORMAT_VERSION}: update the pack")
+    try:
+        config = AdapterConfig(rank=_number(values, "rank", path, int), alpha=_number(values, "alpha", path),
+                               layers=values.get("layers", ""))
+    except ValueError as error:
+        raise AdapterFileError(f"{path}: metadata describes an impossible adapter: {error}") from None
+    info = AdapterInfo(**{f.name: (_number(values, f.name, path, f.type == "int" and int or float)
+                                   if f.type in ("int", "float") else values.get(f.name, f.default))
+                          for f in fields(AdapterInfo)})
+    names = sorted(k[: -len(".lora_down.weight")] for k in tensors if k.endswith(".lora_down.weight"))
+    if not names or any(not n.startswith(LORA_PREFIX) for n in names):
+        raise AdapterFileError(f"{path}: holds no {LORA_PREFIX}… LoRA layers")
+    for name in names:
+        down, up = tensors[f"{name}.lora_down.weight"], tensors.get(f"{name}.lora_up.weight")
+        if up is None or down.ndim != 2 or up.ndim != 2 or down.shape[0] != config.rank or up.shape[1] != config.rank:
+            raise AdapterFileError(f"{path}: layer {name} is not a rank-{config.rank} LoRA pair "
+                                   f"(down {list(down.shape)}, up {None if up is None else list(up.shape)})")
+        if not (torch.isfinite(down).all() and torch.isfinite(up).all()):
+            raise AdapterFileError(f"{path}: layer {name} holds NaN or infinite values; the training diverged")
+    return AdapterFile(config, info, tensors, path, values)

@@ -1,0 +1,73 @@
+"""Training inputs from CFG's own sampling runs, as adapter guidance distillation (AGD) trains: the states a CFG-guided
+DPM-Solver++(2M) run visits on a training caption, rather than forward-noised data. The student then learns CFG where
+CFG's sampler actually goes, which forward noising of real latents does not show it."""
+from __future__ import annotations
+
+import math
+import random
+
+import torch
+
+from ..sharpeners.formulas import repeat_to_common_length
+from .backend import DiffusionBackend
+from .sampler import guided, initial_noise, sampling_run
+from .step import reference_prompts
+
+STEP_COUNTS = (10, 20)  # each run samples with one of these, so states cover both schedules users run
+POOL_BATCHES = 16  # states of about this many recent batches are kept, so one batch mixes many captions
+
+
+class TrajectoryStates:
+    """A pool of (x_σ, σ, caption, reference) from recent CFG sampling runs; each draw runs enough new ones to add
+    about as many states as it takes, so every state is used about once."""
+
+    def __init__(self, backend: DiffusionBackend, guidance: float, negatives: list[str]) -> None:
+        self.backend, self.guidance, self.negatives = backend, guidance, negatives
+        self.states: list[tuple[torch.Tensor, torch.Tensor, str, str]] = []
+        self.runs = 0
+
+    @torch.no_grad()
+    def _run(self, count: int, generator: torch.Generator) -> None:
+        """count CFG sampling runs on training captions, batched, with one step count; every state they visit goes
+        into the pool."""
+        prompts = self.backend.sample_captions(count, generator)
+        rng = random.Random(int(torch.randint(0, 2 ** 31 - 1, (1,), generator=generator)))
+        references = reference_prompts(count, self.negatives, rng)
+        steps = STEP_COUNTS[int(torch.randint(0, len(STEP_COUNTS), (1,), generator=generator))]
+        sigmas = self.backend.sampling_sigmas(steps)
+        seeds = torch.randint(0, 2 ** 31 - 1, (count,), generator=generator).tolist()
+        # Long prompts' 77·k tokens and the references' 77, tiled to one length as ComfyUI batches cond and uncond.
+        c, c_ref = repeat_to_common_length([self.backend.encode_prompts(prompts), self.backend.encode_prompts(references)])
+        y, y_ref = self.backend.encode_vectors(prompts), self.backend.encode_vectors(references)
+        cfg = guided(self.backend.predict_noise, c, c_ref, self.guidance, y, y_ref)
+
+        def visit(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+            self.states += [(x[i].cpu(), sigma[i].cpu(), prompts[i], references[i]) for i in range(count)]
+            return cfg(x, sigma)
+
+        x = initial_noise(seeds, tuple(self.backend.latent_shape)).to(c.device) * sigmas[0]
+        sampling_run(visit, x, sigmas)
+        self.runs += count
+
+    def draw(self, count: int, generator: torch.Generator, device: torch.device) -> dict:
+        """count states as a training batch (the keys make_batch gives)."""
+        self._run(math.ceil(count / (sum(STEP_COUNTS) / len(STEP_COUNTS))), generator)
+        del self.states[:max(0, len(self.states) - POOL_BATCHES * count)]
+        picks = torch.randint(0, len(self.states), (count,), generator=generator).tolist()
+        x, sigma, prompts, references = zip(*(self.states[i] for i in picks))
+        batch = {"x": torch.stack(x), "sigma": torch.stack(sigma), "c": self.backend.encode_prompts(list(prompts)),
+                 "c_ref": self.backend.encode_prompts(list(references)),
+                 "y": self.backend.encode_vectors(list(prompts)), "y_ref": self.backend.encode_vectors(list(references))}
+        return {k: v.to(device) for k, v in batch.items() if v is not None}
+
+    def state_dict(self) -> dict:
+        """The pool, so a resumed run draws exactly what an uninterrupted one would."""
+        if not self.states:
+            return {"runs": self.runs}
+        x, sigma, prompts, references = zip(*self.states)
+        return {"runs": self.runs, "x": torch.stack(x), "sigma": torch.stack(sigma), "prompts": list(prompts),
+                "references": list(references)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.runs = state.get("runs", 0)
+        self.states = list(zip(state["x"], state["sigma"], state["prompts"], state["references"])) if "x" in state else []
