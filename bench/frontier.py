@@ -143,7 +143,7 @@ def plot(rows: list[dict], path: Path) -> None:
     methods = list(dict.fromkeys(r["method"] for r in rows))
     for method in methods:
         points = sorted((r["calls"], r["alignment"], r["fd"]) for r in rows if r["method"] == method)
-        style = ({"linewidth": 2.5, "marker": "o"} if method.startswith("dice") else
+        style = ({"linewidth": 2.5, "marker": "o"} if method.startswith(("dice", "adapter")) else
                  {"linewidth": 2.0, "marker": "s", "linestyle": "--"} if method == "cfg-then-dice" else
                  {"linewidth": 1.2, "marker": "."})
         for axis, column in zip(axes, (1, 2)):

@@ -116,7 +116,7 @@ def load_adapter(path: str | os.PathLike) -> AdapterFile:
             values = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as error:  # safetensors raises its own error types for every malformed file
-        raise AdapterFileError(f"{path}: is not a readable safetensors file ({error})") from None
+        raise AdapterFileError(f"{path}: is truncated or damaged: safetensors cannot read it ({error})") from None
     if values.get("format") != FORMAT_NAME:
         raise AdapterFileError(f"{path}: is a safetensors file but not a DICE guidance adapter (its metadata has no "
                                f"format={FORMAT_NAME!r}); a plain LoRA loads with ComfyUI's own LoraLoader")
