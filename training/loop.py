@@ -216,8 +216,6 @@ def train(config: TrainConfig, backend: DiffusionBackend, info: RunInfo, run_dir
         if student.adapter is not None:
             student.adapter.load_state_dict(state["adapter"])
         optimizer.load_state_dict(state["optimizer"])
-        if runs is not None and "inputs" in state:
-            runs.load_state_dict(state["inputs"])
         start = state["step"]
         if dist.world_size == 1:
             generator.set_state(state["generator"])
@@ -241,6 +239,8 @@ def train(config: TrainConfig, backend: DiffusionBackend, info: RunInfo, run_dir
     with out_of_memory_stops(lambda: warm_up_message):
         plan = make_plan(backend, model, lambda count: draw(count, probe),
                          config.batch, config.guidance, config.loss, dist.device, config.micro_batch, config.checkpointing)
+    if runs is not None and resume is not None and "inputs" in state:
+        runs.load_state_dict(state["inputs"])  # after the plan's warm-up draws, which a fresh run's pool also holds
     if dist.is_main:
         # Training latents a prompts-only run still has to draw, the held-out batch's included.
         to_draw = getattr(backend, "latents_to_draw", lambda samples: 0)
