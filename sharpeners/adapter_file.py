@@ -107,16 +107,26 @@ def _number(values: dict[str, str], key: str, path: str, kind=float):
         raise AdapterFileError(f"{path}: metadata '{key}' should be a number, found {values[key]!r}") from None
 
 
-def load_adapter(path: str | os.PathLike) -> AdapterFile:
-    """Read and check an adapter file; raises AdapterFileError naming the problem."""
+def read_safetensors(path: str | os.PathLike, tensors: bool = True) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """A .safetensors file's metadata (and tensors), after refusing pickles and truncated or damaged files by name."""
     path = str(path)
     sniff_safetensors(path, AdapterFileError)
     try:
         with safe_open(path, framework="pt", device="cpu") as f:
-            values = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            return f.metadata() or {}, ({k: f.get_tensor(k) for k in f.keys()} if tensors else {})
     except Exception as error:  # safetensors raises its own error types for every malformed file
         raise AdapterFileError(f"{path}: is truncated or damaged: safetensors cannot read it ({error})") from None
+
+
+def is_adapter(path: str | os.PathLike) -> bool:
+    """Whether a readable .safetensors file is a DICE guidance adapter (a plain LoRA is not)."""
+    return read_safetensors(path, tensors=False)[0].get("format") == FORMAT_NAME
+
+
+def load_adapter(path: str | os.PathLike) -> AdapterFile:
+    """Read and check an adapter file; raises AdapterFileError naming the problem."""
+    path = str(path)
+    values, tensors = read_safetensors(path)
     if values.get("format") != FORMAT_NAME:
         raise AdapterFileError(f"{path}: is a safetensors file but not a DICE guidance adapter (its metadata has no "
                                f"format={FORMAT_NAME!r}); a plain LoRA loads with ComfyUI's own LoraLoader")
@@ -129,9 +139,9 @@ def load_adapter(path: str | os.PathLike) -> AdapterFile:
                                layers=values.get("layers", ""))
     except ValueError as error:
         raise AdapterFileError(f"{path}: metadata describes an impossible adapter: {error}") from None
-    info = AdapterInfo(**{f.name: (_number(values, f.name, path, f.type == "int" and int or float)
-                                   if f.type in ("int", "float") else values.get(f.name, f.default))
-                          for f in fields(AdapterInfo)})
+    numbers = {"int": int, "float": float}  # the fields' annotations, as strings under postponed evaluation
+    info = AdapterInfo(**{f.name: _number(values, f.name, path, numbers[f.type]) if f.type in numbers
+                          else values.get(f.name, f.default) for f in fields(AdapterInfo)})
     names = sorted(k[: -len(".lora_down.weight")] for k in tensors if k.endswith(".lora_down.weight"))
     if not names or any(not n.startswith(LORA_PREFIX) for n in names):
         raise AdapterFileError(f"{path}: holds no {LORA_PREFIX}… LoRA layers")

@@ -17,9 +17,8 @@ import torch
 
 from ..sharpeners import ConditioningError, SharpenerFile, negative_shift, sharpen, sharpening_residual
 from ..sharpeners.adapter import lora_name
-from ..sharpeners.adapter_file import FORMAT_NAME as ADAPTER_FORMAT, AdapterFile, AdapterFileError, load_adapter
+from ..sharpeners.adapter_file import AdapterFile, is_adapter, load_adapter
 from ..sharpeners.cache import SharpenerCache
-from ..sharpeners.safefile import sniff_safetensors
 
 TITLE = "DICE: CFG at cfg 1"  # the key of alwayson_scripts in the API; never changes
 FOLDER_NAME = "sharpeners"  # models/sharpeners, as in ComfyUI
@@ -84,15 +83,7 @@ def dice_adapters(folder: Path, prompts: list[str], layer_paths) -> list[Adapter
         path = find_lora(folder, name)
         if path is None:
             continue  # not ours to find: the host reports LoRAs it cannot find
-        sniff_safetensors(str(path), AdapterFileError)
-        try:
-            from safetensors import safe_open
-
-            with safe_open(str(path), framework="pt", device="cpu") as f:
-                is_adapter = (f.metadata() or {}).get("format") == ADAPTER_FORMAT
-        except Exception as error:  # safetensors raises its own error types for every malformed header
-            raise AdapterFileError(f"{path}: is not a readable safetensors file ({error})") from None
-        if not is_adapter:
+        if not is_adapter(path):
             continue
         adapter = load_adapter(path)
         available = available if available is not None else {lora_name(p) for p in layer_paths()}
