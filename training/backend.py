@@ -21,6 +21,13 @@ class DiffusionBackend(Protocol):
         """[batch, adm] vector inputs (SDXL's pooled text and size conditioning, ComfyUI's y), or None for models
         that take the text only through cross-attention. The sharpener never changes them."""
 
+    def join_contexts(self, contexts: list[torch.Tensor]) -> list[torch.Tensor] | None:
+        """The contexts at one token count, so they go into one call (cross-attention gives the same result for a
+        sequence tiled whole), or None where the model's sampler runs them as separate calls."""
+
+    def noised(self, x0: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """The training input x_σ at noise level σ: x_0 + σ·ε for eps and v models, (1 − σ)·x_0 + σ·ε for flow."""
+
     def null_embedding(self) -> torch.Tensor:
         """[1, tokens, embed_dim]: the empty prompt, the reference CFG uses."""
 
@@ -51,4 +58,5 @@ class DiffusionBackend(Protocol):
 
     def predict_noise(self, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor,
                       y: torch.Tensor | None = None) -> torch.Tensor:
-        """eps(x_σ, σ, context, y) for x_σ = x_0 + σ·ε."""
+        """eps(x_σ, σ, context, y) = (x_σ − x̂_0) / σ, the direction every sampler steps along (for flow models,
+        the velocity)."""

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import argparse
 import errno
-import hashlib
 import os
 import sys
 from pathlib import Path
 
+from .hashing import file_sha256
 from .loop import RunInfo, TrainConfig, train
 from ..sharpeners.adapter import LAYER_SELECTIONS
 from .precision import PRECISIONS
@@ -31,6 +31,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--testbed", action="store_true", help="train on the offline testbed model shipped with the pack")
     source.add_argument("--ckpt", help="a checkpoint: a name in ComfyUI's models/checkpoints or a path")
+    source.add_argument("--unet", help="a diffusion model file alone (SD3.5, PixArt and most transformers ship so): a "
+                        "name in ComfyUI's models/diffusion_models or a path, with --clip and --vae")
+    p.add_argument("--clip", action="append", default=[], help="with --unet: a text encoder file, a name in "
+                   "models/text_encoders or a path; once per file (SD3: clip_l, clip_g and optionally t5xxl)")
+    p.add_argument("--clip-type", help="with --unet: what the text encoders are for, as CLIPLoader's type "
+                   "(stable_diffusion, sd3, pixart, ...; default: the diffusion model's own family)")
+    p.add_argument("--vae", help="with --unet: the VAE file, a name in models/vae or a path")
     p.add_argument("--data", help="images with .txt captions, a metadata.jsonl, a COCO captions JSON, or a prompts .txt "
                    "(default with --ckpt: the pack's own prompts, training/prompts/sd_prompts.txt)")
     p.add_argument("--comfy-root", default=os.environ.get("COMFYUI_PATH"), help="ComfyUI folder (default: found "
@@ -51,8 +58,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--loss", choices=["l1", "l2"], default="l1")
     p.add_argument("--negatives", help="a text file of negative prompts, one a line, used in place of the empty prompt")
     p.add_argument("--clip-skip", type=int, default=1, help="as in ComfyUI's CLIP Set Last Layer (2 = skip one)")
-    p.add_argument("--resolution", type=int, default=None, help="training image size for --ckpt, a multiple of 8 "
-                   "(default: the family's own, 512 for SD1.x and SD2 eps, 768 for SD2 v, 1024 for SDXL)")
+    p.add_argument("--resolution", type=int, default=None, help="training image size for --ckpt or --unet, a multiple "
+                   "of 8 (default: the family's own, 512 for SD1.x and SD2 eps, 768 for SD2 v, 1024 for SDXL and SD3, "
+                   "PixArt's from its position embedding)")
     p.add_argument("--save-every", type=int, default=None)
     p.add_argument("--sample-every", type=int, default=None)
     p.add_argument("--eval-batch", type=int, default=64, help="held-out samples for the summary's distance to CFG")
@@ -86,14 +94,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def read_prompt_lines(path: str, what: str) -> list[str]:
     try:
         lines = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines()]
@@ -124,6 +124,8 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 1) // world))
     if torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))  # before ComfyUI picks its device
+    if not args.unet and (args.clip or args.clip_type or args.vae):
+        raise SystemExit("--clip, --clip-type and --vae go with --unet (a checkpoint holds its own text encoders and VAE)")
     if args.micro_batch < 0:
         raise SystemExit(f"--micro-batch {args.micro_batch}: must be 1 or more (or 0 to pick it from the free memory)")
     if args.testbed:

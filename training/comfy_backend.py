@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import logging
+import math
 import sys
 import time
 from pathlib import Path
@@ -16,7 +17,9 @@ from ..sharpeners.adapter import linear_layers
 from ..sharpeners.formulas import repeat_to_common_length
 from .checkpoint import write_atomic
 from .comfy_locate import find_comfy_root
+from .comfy_models import CLIP_TYPE, PREDICTION, UNET_FAMILIES, load_model, model_family, native_resolution
 from .datasets import DatasetError, Example, load_examples
+from .hashing import file_sha256
 from .loop import RunInfo
 from .memory import checkpoint_layers
 from .precision import PRECISIONS
@@ -25,15 +28,8 @@ from .sampler import sample
 
 # Prompts for --ckpt without --data: written for the pack, the way people prompt SD1.5 and SDXL checkpoints.
 SHIPPED_PROMPTS = Path(__file__).resolve().parent / "prompts" / "sd_prompts.txt"
-# ComfyUI's model classes this trainer drives, and the family name written into the sharpener file.
-SUPPORTED = {"SD15": "sd15", "SD20": "sd2", "SDXL": "sdxl", "SSD1B": "sdxl", "Segmind_Vega": "sdxl",
-             "KOALA_700M": "sdxl", "KOALA_1B": "sdxl"}
-# Training image size when --resolution is not given: the size each family and prediction type was trained at.
-NATIVE_RESOLUTION = {("sd15", "eps"): 512, ("sd15", "v"): 512, ("sd2", "eps"): 512, ("sd2", "v"): 768,
-                     ("sdxl", "eps"): 1024, ("sdxl", "v"): 1024}
-# Families whose UNet also takes a vector y: the pooled text (unchanged by the sharpener) and the image size.
-VECTOR_INPUT = {"sdxl"}
-PREDICTION = {"EPS": "eps", "V_PREDICTION": "v"}
+# Where the prompts' token counts must match for one call (models whose sampler cannot tile contexts), a batch
+# draws its other prompts from the first one's group.
 
 
 def import_comfy(root: Path):
@@ -43,7 +39,7 @@ def import_comfy(root: Path):
     options.enable_args_parsing(False)
     importlib.import_module("comfy.cli_args").args.cpu = not torch.cuda.is_available()
     return {name: importlib.import_module(name) for name in
-            ("comfy.sd", "comfy.model_management", "comfy.samplers", "folder_paths")}
+            ("comfy.sd", "comfy.model_management", "comfy.samplers", "comfy.conds", "comfy.utils", "folder_paths")}
 
 
 def unet_adapter_layers(diffusion_model: torch.nn.Module, selection: str) -> list[str]:
@@ -54,19 +50,6 @@ def unet_adapter_layers(diffusion_model: torch.nn.Module, selection: str) -> lis
     if selection == "transformer":
         paths += linear_layers(diffusion_model, selection, (), ("proj_in", "proj_out"), "SpatialTransformer")
     return sorted(paths)
-
-
-def resolve_checkpoint(name: str, folder_paths) -> Path:
-    """A path as given, or a name in ComfyUI's models/checkpoints."""
-    path = Path(name).expanduser()
-    if path.is_file():
-        return path.resolve()
-    found = folder_paths.get_full_path("checkpoints", name)
-    if found:
-        return Path(found)
-    available = folder_paths.get_filename_list("checkpoints")[:8]
-    raise SystemExit(f"--ckpt {name}: neither a file nor a name in models/checkpoints "
-                     f"(there: {', '.join(available) if available else 'nothing'})")
 
 
 def load_image(path: Path, resolution: int) -> np.ndarray | None:
@@ -95,7 +78,7 @@ class ComfyBackend:
     """DiffusionBackend over a ComfyUI model patcher, CLIP and VAE."""
 
     def __init__(self, comfy: dict, patcher, clip, vae, examples: list[Example], cache: Path, resolution: int,
-                 guidance: float, clip_skip: int, model_key: str, vector_input: bool = False) -> None:
+                 guidance: float, clip_skip: int, model_key: str, text_key: str | None = None) -> None:
         self.comfy, self.patcher, self.clip, self.vae = comfy, patcher, clip, vae
         comfy["comfy.model_management"].load_models_gpu([patcher])
         self.model = patcher.model
@@ -104,15 +87,44 @@ class ComfyBackend:
         if clip_skip > 1:
             self.clip.clip_layer(-clip_skip)
         self.cache, self.resolution, self.guidance, self.model_key = cache, resolution, guidance, model_key
-        self.vector_input = vector_input
+        self.text_key = text_key or model_key  # the text encoders' identity, for the text cache
         self._embeddings: dict[str, dict[str, torch.Tensor]] = {}
-        self.embed_dim = self.null_embedding().shape[-1]
+        null = self._text([""])[0]
         channels = self.model.latent_format.latent_channels
         self.latent_shape = (channels, resolution // 8, resolution // 8)
+        # What the model's own extra_conds builds from the empty prompt: whether the pooled output reaches the model
+        # (SDXL's and SD3's y) and whether its sampler may tile two contexts into one call (CONDCrossAttn).
+        probe = self._model_conds(torch.zeros(1, *self.latent_shape), null["tensor"], null.get("pooled"))
+        self.takes_pooled = "y" in probe
+        self.tiles_contexts = isinstance(probe.get("c_crossattn"), comfy["comfy.conds"].CONDCrossAttn)
+        self.embed_dim = null["tensor"].shape[-1]
         self.draw_steps, self.draw_batch = 20, 4  # a prompt's latent: 20 DPM-Solver++(2M) steps, 4 prompts a call
         self.latents_drawn, self.drawing_seconds = 0, 0.0
         self.compute_dtype = self.model.manual_cast_dtype or self.model.get_dtype()
         self.examples, self.latents = self._prepare(examples)
+        self.groups = self._token_groups()
+
+    def _token_groups(self) -> list[list[int]] | None:
+        """For models that cannot tile contexts: each example's group of examples with the same token counts (from
+        the tokenizers alone, which is quick), so a batch's prompts go into one call; None where contexts tile."""
+        if self.tiles_contexts:
+            return None
+        by_shape: dict[tuple, list[int]] = {}
+        for index, example in enumerate(self.examples):
+            tokens = self.clip.tokenize(example.caption)
+            shape = tuple(sorted((name, len(chunks), len(chunks[0]) if chunks else 0) for name, chunks in tokens.items()))
+            by_shape.setdefault(shape, []).append(index)
+        group_of = {index: group for group in by_shape.values() for index in group}
+        return [group_of[index] for index in range(len(self.examples))]
+
+    def _picks(self, count: int, generator: torch.Generator) -> list[int]:
+        """count random examples; where contexts cannot tile, the rest from the first one's token-count group (each
+        example is still drawn equally often)."""
+        if self.groups is None:
+            return torch.randint(0, len(self.examples), (count,), generator=generator).tolist()
+        first = int(torch.randint(0, len(self.examples), (1,), generator=generator))
+        group = self.groups[first]
+        return [first] + [group[i] for i in torch.randint(0, len(group), (count - 1,), generator=generator).tolist()]
 
     def _cached(self, key: str, make, kind: str = "latents") -> dict[str, torch.Tensor] | None:
         """make()'s tensors, kept in cache/<kind>/ under a hash of key; None (a bad file) is not kept."""
@@ -150,8 +162,9 @@ class ComfyBackend:
 
     def _prompt_key(self, caption: str) -> tuple[str, int]:
         seed = int(hashlib.sha1(caption.encode()).hexdigest()[:8], 16)
-        return (f"prompt|{caption}|{seed}|{self.resolution}|{self.guidance}|{self.model_key}|{clip_skip_key(self.clip)}",
-                seed)
+        text = "" if self.text_key == self.model_key else f"{self.text_key}|"  # a checkpoint's text is its own
+        return (f"prompt|{caption}|{seed}|{self.resolution}|{self.guidance}|{self.model_key}|{text}"
+                f"{clip_skip_key(self.clip)}", seed)
 
     def _cache_path(self, key: str, kind: str = "latents") -> Path:
         return self.cache / kind / f"{hashlib.sha1(key.encode()).hexdigest()}.safetensors"
@@ -168,8 +181,12 @@ class ComfyBackend:
                 self.latents[index] = load_file(path)["tensor"]
             else:
                 missing.append(index)
-        for first in range(0, len(missing), self.draw_batch):
-            self._draw([*missing[first:first + self.draw_batch]])
+        batches: dict[int, list[int]] = {}
+        for index in missing:  # prompts of one token count together where the model cannot tile contexts
+            batches.setdefault(0 if self.groups is None else id(self.groups[index]), []).append(index)
+        for indices in batches.values():
+            for first in range(0, len(indices), self.draw_batch):
+                self._draw([*indices[first:first + self.draw_batch]])
         return torch.stack([self.latents[i] for i in picks])
 
     def _draw(self, indices: list[int]) -> None:
@@ -177,11 +194,9 @@ class ComfyBackend:
         begun = time.perf_counter()
         captions = [self.examples[i].caption for i in indices]
         keys, seeds = zip(*(self._prompt_key(c) for c in captions))
-        # Long prompts' 77·k tokens and the empty prompt's 77, tiled to one length as ComfyUI batches them.
-        context, null = repeat_to_common_length([self.encode_prompts(captions), self.null_embedding()])
-        drawn = sample(self.predict_noise, context, self.sampling_sigmas(self.draw_steps), list(seeds),
-                       self.latent_shape, null, self.guidance, y=self.encode_vectors(captions),
-                       null_y=self.encode_vectors([""])).cpu()
+        drawn = sample(self.predict_noise, self.encode_prompts(captions), self.sampling_sigmas(self.draw_steps),
+                       list(seeds), self.latent_shape, self.null_embedding(), self.guidance,
+                       y=self.encode_vectors(captions), null_y=self.encode_vectors([""]), join=self.join_contexts).cpu()
         for index, key, latent in zip(indices, keys, drawn):
             self.latents[index] = latent.clone()
             write_atomic(self._cache_path(key), lambda temporary: save_file({"tensor": self.latents[index]}, temporary))
@@ -211,41 +226,62 @@ class ComfyBackend:
         return {"tensor": self.model.process_latent_in(latent)[0].float().cpu()}
 
     def _text(self, prompts: list[str]) -> list[dict[str, torch.Tensor]]:
-        """Each prompt's token embeddings ("tensor") and pooled output, from memory, the disk cache, or CLIP."""
+        """Each prompt's token embeddings ("tensor") and pooled output, from memory, the disk cache, or the encoder."""
         for prompt in dict.fromkeys(prompts):
             if prompt not in self._embeddings:
-                key = f"text|{prompt}|{self.model_key}|{clip_skip_key(self.clip)}|pooled"
+                key = f"text|{prompt}|{self.text_key}|{clip_skip_key(self.clip)}|pooled"
                 self._embeddings[prompt] = self._cached(key, lambda: self._encode_text(prompt), kind="text")
         return [self._embeddings[p] for p in prompts]
 
     def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
-        # Long prompts give 77·k tokens; tile them to a common length as ComfyUI does when batching.
-        return torch.cat(repeat_to_common_length([t["tensor"] for t in self._text(prompts)])).to(self.device)
+        contexts = [t["tensor"] for t in self._text(prompts)]
+        joined = self.join_contexts(contexts)
+        if joined is None:
+            raise ValueError(f"prompts of {sorted({c.shape[1] for c in contexts})} tokens cannot go into one call "
+                             "of this model; batch prompts of one token count")
+        return torch.cat(joined).to(self.device)
+
+    def join_contexts(self, contexts: list[torch.Tensor]) -> list[torch.Tensor] | None:
+        """As ComfyUI's sampler batches conditionings: tiled to a common length where the model's cross-attention
+        allows (CONDCrossAttn, up to 4 repeats), else only contexts of one length."""
+        lengths = {c.shape[1] for c in contexts}
+        if len(lengths) == 1:
+            return contexts
+        if not self.tiles_contexts or math.lcm(*lengths) // min(lengths) > 4:
+            return None
+        return repeat_to_common_length(contexts)
 
     def encode_vectors(self, prompts: list[str]) -> torch.Tensor | None:
-        """SDXL's y as the KSampler builds it: pooled text, then the size, no crop, target size = size."""
-        if not self.vector_input:
+        """The pooled text output, for models whose extra_conds turns it into y (SDXL with the sizes, SD3 as it is)."""
+        if not self.takes_pooled:
             return None
-        pooled = torch.cat([t["pooled"] for t in self._text(prompts)])
-        size = self.resolution
-        return self.model.encode_adm(pooled_output=pooled, width=size, height=size, crop_w=0, crop_h=0,
-                                     target_width=size, target_height=size).float().to(self.device)
+        return torch.cat([t["pooled"] for t in self._text(prompts)]).to(self.device)
 
     @torch.no_grad()
     def _encode_text(self, prompt: str) -> dict[str, torch.Tensor]:
-        cond, pooled = self.clip.encode_from_tokens(self.clip.tokenize(prompt), return_pooled=True)
-        return {"tensor": cond.float().cpu(), "pooled": pooled.float().cpu()}
+        """As CLIPTextEncode encodes: the conditioning's tensor and its pooled output."""
+        [[cond, extras]] = self.clip.encode_from_tokens_scheduled(self.clip.tokenize(prompt))
+        unsupported = sorted(k for k, v in extras.items() if isinstance(v, torch.Tensor) and k != "pooled_output")
+        if unsupported:
+            raise SystemExit(f"the text encoder gives {', '.join(unsupported)} beside the tokens; this trainer does not "
+                             "pass them to the model yet")
+        pooled = extras.get("pooled_output")
+        return {"tensor": cond.float().cpu(), **({} if pooled is None else {"pooled": pooled.float().cpu()})}
 
     def null_embedding(self) -> torch.Tensor:
         return self.encode_prompts([""])
 
     def sample_training_latents(self, count: int, generator: torch.Generator) -> tuple[torch.Tensor, list[str]]:
-        picks = torch.randint(0, len(self.examples), (count,), generator=generator).tolist()
+        picks = self._picks(count, generator)
         return self._latents(picks).to(self.device), [self.examples[i].caption for i in picks]
 
     def sample_captions(self, count: int, generator: torch.Generator) -> list[str]:
         """Training captions alone (for CFG sampling runs): no latent is drawn or encoded for them."""
-        return [self.examples[i].caption for i in torch.randint(0, len(self.examples), (count,), generator=generator).tolist()]
+        return [self.examples[i].caption for i in self._picks(count, generator)]
+
+    def noised(self, x0: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """The model sampling's own noise_scaling: x_0 + σ·ε for eps and v, (1 − σ)·x_0 + σ·ε for flow (CONST)."""
+        return self.model.model_sampling.noise_scaling(sigma, noise, x0)
 
     def sample_sigmas(self, count: int, generator: torch.Generator) -> torch.Tensor:
         sigmas = self.model.model_sampling.sigmas
@@ -254,13 +290,20 @@ class ComfyBackend:
     def sampling_sigmas(self, steps: int) -> torch.Tensor:
         return self.comfy["comfy.samplers"].calculate_sigmas(self.model.model_sampling, "normal", steps).float().to(self.device)
 
+    def _model_conds(self, x: torch.Tensor, context: torch.Tensor, pooled: torch.Tensor | None) -> dict:
+        """The model's inputs as the KSampler builds them: its extra_conds on the conditioning (and the latent's size)."""
+        return self.model.extra_conds(cross_attn=context, pooled_output=pooled, device=x.device, noise=x,
+                                      width=x.shape[-1] * 8, height=x.shape[-2] * 8)
+
     def predict_noise(self, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor,
                       y: torch.Tensor | None = None) -> torch.Tensor:
         x, sigma = x.to(self.device), sigma.to(self.device)
-        vector = {} if y is None else {"y": y.to(self.device)}
-        denoised = self.model.apply_model(x, sigma, c_crossattn=context.to(self.device), **vector)
-        # apply_model returns the denoised latent for every prediction type; eps follows from x = x0 + σ·eps.
-        return (x - denoised) / sigma.view(-1, 1, 1, 1)
+        conds = self._model_conds(x, context.to(self.device), None if y is None else y.to(self.device))
+        inputs = {name: cond.process_cond(batch_size=len(x), device=self.device, area=None).cond
+                  for name, cond in conds.items()}
+        denoised = self.model.apply_model(x, sigma, **inputs)
+        # apply_model returns the denoised latent for every prediction type; the step direction is (x − x̂_0) / σ.
+        return (x - denoised) / sigma.view(-1, *[1] * (x.ndim - 1))
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> np.ndarray:
@@ -268,49 +311,49 @@ class ComfyBackend:
         return (images.clamp(0, 1) * 255).round().byte().cpu().numpy()
 
 
+def text_encoders_key(files: list[Path], clip_type: str) -> str:
+    """The split text encoders' identity for the text cache: names, sizes and times (hashing gigabytes of T5 at every
+    start would cost more than it protects)."""
+    stats = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    return hashlib.sha1(repr((stats, clip_type)).encode()).hexdigest()
+
+
 def comfy_run(args):
-    """Backend, run info, run name and sample prompts for --ckpt; SystemExit with a clear message on bad input."""
+    """Backend, run info, run name and sample prompts for --ckpt or --unet; SystemExit with a clear message on bad
+    input."""
     root = find_comfy_root(args.comfy_root, Path(__file__).resolve().parents[1])
     if root is None:
         raise SystemExit("no ComfyUI found: run train.py from ComfyUI/custom_nodes/<this pack>, "
                          "or pass --comfy-root, or set COMFYUI_PATH")
     comfy = import_comfy(root)
-    checkpoint = resolve_checkpoint(args.ckpt, comfy["folder_paths"])
-    dtype = PRECISIONS[args.mixed_precision]
-    try:
-        patcher, clip, vae, _ = comfy["comfy.sd"].load_checkpoint_guess_config(
-            str(checkpoint), output_vae=True, output_clip=True, model_options={} if dtype is None else {"dtype": dtype})
-    except Exception as error:  # ComfyUI raises RuntimeError, ValueError or safetensors errors for unreadable files
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise SystemExit(f"--ckpt {checkpoint}: ComfyUI cannot load it ({first_line})") from None
-    kind = type(patcher.model.model_config).__name__
-    if kind not in SUPPORTED:
-        raise SystemExit(f"--ckpt {checkpoint}: a {kind} model; this trainer supports SD1.x, SD2.x and SDXL "
-                         f"checkpoints ({', '.join(SUPPORTED)})")
-    if patcher.model.model_config.inpaint_model():
-        raise SystemExit(f"--ckpt {checkpoint}: an inpainting {kind} model (its UNet also takes the masked image); "
-                         "this trainer supports text-to-image checkpoints")
+    loaded = load_model(args, comfy, PRECISIONS[args.mixed_precision])
+    flag = "--ckpt" if args.ckpt else "--unet"
+    family = model_family(loaded, flag)
+    if args.train != "sharpener" and family not in UNET_FAMILIES:
+        raise SystemExit(f"--train {args.train}: the guidance adapter knows the UNet families' layers "
+                         f"({', '.join(sorted(UNET_FAMILIES))}), not {family}'s yet; train a sharpener for it")
+    if args.negatives and family not in UNET_FAMILIES:
+        raise SystemExit(f"--negatives: not for {family} yet (its sampler runs prompts of different token counts "
+                         "as separate calls, which random negative prompts would make of every batch)")
     data = args.data or SHIPPED_PROMPTS
     if not args.data:
-        print(f"[DICE] no --data: training on the pack's own prompts ({SHIPPED_PROMPTS.name}); the checkpoint draws "
+        print(f"[DICE] no --data: training on the pack's own prompts ({SHIPPED_PROMPTS.name}); the model draws "
               "each prompt's training image with CFG the first time a step uses it, and caches it", flush=True)
     try:
         examples = load_examples(data)
     except DatasetError as error:
         raise SystemExit(str(error)) from None
-    prediction = PREDICTION.get(getattr(patcher.model.model_type, "name", ""), "eps")
-    family = SUPPORTED[kind]
-    resolution = args.resolution or NATIVE_RESOLUTION[family, prediction]
+    prediction = PREDICTION.get(getattr(loaded.patcher.model.model_type, "name", ""), "eps")
+    resolution = args.resolution or native_resolution(loaded, family, prediction)
     if resolution % 8:
         raise SystemExit(f"--resolution {resolution}: must be a multiple of 8")
-    from .cli import file_sha256
-
-    sha256 = file_sha256(checkpoint)
-    name = args.name or f"{checkpoint.stem}_dice"
+    sha256 = file_sha256(loaded.base)
+    text_key = None if args.ckpt else text_encoders_key(loaded.text_files, args.clip_type or CLIP_TYPE[family])
+    name = args.name or f"{loaded.base.stem}_dice"
     cache = Path(args.runs) / name / "cache"
-    backend = ComfyBackend(comfy, patcher, clip, vae, examples, cache, resolution, args.guidance, args.clip_skip,
-                           sha256, vector_input=family in VECTOR_INPUT)
-    info = RunInfo(model_family=family, base_checkpoint=checkpoint.name, base_checkpoint_sha256=sha256,
+    backend = ComfyBackend(comfy, loaded.patcher, loaded.clip, loaded.vae, examples, cache, resolution, args.guidance,
+                           args.clip_skip, sha256, text_key)
+    info = RunInfo(model_family=family, base_checkpoint=loaded.base.name, base_checkpoint_sha256=sha256,
                    clip_skip=args.clip_skip, prediction_type=prediction)
     prompts = list(dict.fromkeys(e.caption for e in backend.examples))[:4]
     return backend, info, name, prompts

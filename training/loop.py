@@ -14,7 +14,7 @@ import torch
 
 from ..sharpeners.adapter import AdapterConfig, GuidanceAdapter
 from ..sharpeners.adapter_file import AdapterInfo, save_adapter
-from ..sharpeners import Sharpener, SharpenerConfig, TrainingInfo, repeat_to_common_length, save_sharpener
+from ..sharpeners import Sharpener, SharpenerConfig, TrainingInfo, save_sharpener
 from .backend import DiffusionBackend
 from .checkpoint import load_state, save_state, write_atomic
 from .distributed import Distributed
@@ -101,14 +101,15 @@ def sample_grid(backend: DiffusionBackend, student: Student, prompts: list[str],
     sigmas = backend.sampling_sigmas(steps)
     shape = tuple(backend.latent_shape)
     rows: list[list[torch.Tensor]] = [[], [], []]
+    if backend.join_contexts([backend.encode_prompts([p]) for p in prompts]) is None:
+        micro_batch = 1  # prompts of different token counts that the model cannot take in one call (SD3, PixArt)
     for first in range(0, len(prompts), micro_batch):
         part = prompts[first:first + micro_batch]
         c, seeds = backend.encode_prompts(part), list(range(first, first + len(part)))
-        c, null_part = repeat_to_common_length([c, null])  # long prompts: 77·k tokens against the empty prompt's 77
         vectors = {"y": backend.encode_vectors(part), "null_y": backend.encode_vectors([""])}
         rows[0].append(sample(backend.predict_noise, c, sigmas, seeds, shape, **vectors))
-        rows[1].append(sample(backend.predict_noise, c, sigmas, seeds, shape, null=null_part, cfg_scale=guidance,
-                              **vectors))
+        rows[1].append(sample(backend.predict_noise, c, sigmas, seeds, shape, null=null, cfg_scale=guidance,
+                              join=backend.join_contexts, **vectors))
         with student.adapter_on():
             rows[2].append(sample(backend.predict_noise, student.context(c, null.expand(len(c), -1, -1)), sigmas, seeds,
                                   shape, **vectors))

@@ -5,8 +5,13 @@ from typing import Callable
 
 import torch
 
+from ..sharpeners.formulas import repeat_to_common_length
+
 # eps(x, σ, context[, y=vector]) → predicted noise; the backend's predict_noise.
 NoisePredictor = Callable[..., torch.Tensor]
+# Contexts → the same contexts at one token count, to go into one call, or None where the model cannot take them
+# together; the backend's join_contexts.
+ContextJoiner = Callable[[list[torch.Tensor]], "list[torch.Tensor] | None"]
 
 
 def initial_noise(seeds: list[int], shape: tuple[int, ...]) -> torch.Tensor:
@@ -19,19 +24,33 @@ def vector_input(y: torch.Tensor | None) -> dict:
     return {} if y is None else {"y": y}
 
 
+def cfg_noise(predict: NoisePredictor, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor,
+              reference: torch.Tensor, scale: float, y: torch.Tensor | None = None, y_ref: torch.Tensor | None = None,
+              join: ContextJoiner = repeat_to_common_length) -> torch.Tensor:
+    """CFG's eps_ref + w·(eps_c − eps_ref): cond and reference in one batched call when join gives their contexts one
+    length, else two calls, as ComfyUI's sampler runs conditionings it cannot concatenate (SD3's joint attention)."""
+    joined = join([context, reference])
+    if joined is None:
+        eps_cond = predict(x, sigma, context, **vector_input(y))
+        eps_ref = predict(x, sigma, reference, **vector_input(y_ref))
+    else:
+        vectors = None if y is None else torch.cat([y, y_ref])
+        eps = predict(torch.cat([x, x]), torch.cat([sigma, sigma]), torch.cat(joined), **vector_input(vectors))
+        eps_cond, eps_ref = eps.chunk(2)
+    return eps_ref + scale * (eps_cond - eps_ref)
+
+
 def guided(predict: NoisePredictor, context: torch.Tensor, null: torch.Tensor | None, scale: float,
-           y: torch.Tensor | None = None, null_y: torch.Tensor | None = None):
-    """x, σ → noise prediction: one call without guidance, or cond and uncond batched in one call for CFG."""
+           y: torch.Tensor | None = None, null_y: torch.Tensor | None = None,
+           join: ContextJoiner = repeat_to_common_length):
+    """x, σ → noise prediction: one call without guidance, or CFG against null (one reference for all, or one each)."""
     if null is None or scale == 1.0:
         return lambda x, sigma: predict(x, sigma, context, **vector_input(y))
 
     def cfg(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        uncond_context = null.expand(len(x), *null.shape[1:])
-        vectors = None if y is None else torch.cat([y, null_y.expand(len(x), *null_y.shape[1:])])
-        eps = predict(torch.cat([x, x]), torch.cat([sigma, sigma]), torch.cat([context, uncond_context]),
-                      **vector_input(vectors))
-        eps_cond, eps_uncond = eps.chunk(2)
-        return eps_uncond + scale * (eps_cond - eps_uncond)
+        reference = null.expand(len(x), *null.shape[1:])
+        reference_y = None if null_y is None else null_y.expand(len(x), *null_y.shape[1:])
+        return cfg_noise(predict, x, sigma, context, reference, scale, y, reference_y, join)
 
     return cfg
 
@@ -63,7 +82,8 @@ def sampling_run(eps_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x
 @torch.no_grad()
 def sample(predict: NoisePredictor, context: torch.Tensor, sigmas: torch.Tensor, seeds: list[int],
            latent_shape: tuple[int, ...], null: torch.Tensor | None = None, cfg_scale: float = 1.0,
-           method: str = "dpmpp_2m", y: torch.Tensor | None = None, null_y: torch.Tensor | None = None) -> torch.Tensor:
+           method: str = "dpmpp_2m", y: torch.Tensor | None = None, null_y: torch.Tensor | None = None,
+           join: ContextJoiner = repeat_to_common_length) -> torch.Tensor:
     """Latents x_0 for each prompt embedding in context, starting from σ_max·noise(seed); y, null_y: vector inputs."""
     x = initial_noise(seeds, latent_shape).to(context.device) * sigmas[0]
-    return sampling_run(guided(predict, context, null, cfg_scale, y, null_y), x, sigmas, method)
+    return sampling_run(guided(predict, context, null, cfg_scale, y, null_y, join), x, sigmas, method)

@@ -8,20 +8,14 @@ import random
 import torch
 import torch.nn.functional as F
 
-from ..sharpeners.formulas import repeat_to_common_length
 from .backend import DiffusionBackend
-from .sampler import vector_input
+from .sampler import cfg_noise, vector_input
 
 
 def teacher_noise(backend: DiffusionBackend, batch: dict, guidance: float) -> torch.Tensor:
-    """CFG's prediction, cond and uncond in one batched call: eps_ref + w·(eps_c − eps_ref)."""
-    x, sigma = batch["x"], batch["sigma"]
-    y = None if batch.get("y") is None else torch.cat([batch["y"], batch["y_ref"]])
-    # Long prompts' 77·k tokens and the reference's 77, tiled to one length as ComfyUI batches cond and uncond.
-    contexts = repeat_to_common_length([batch["c"], batch["c_ref"]])
-    eps = backend.predict_noise(torch.cat([x, x]), torch.cat([sigma, sigma]), torch.cat(contexts), **vector_input(y))
-    eps_cond, eps_ref = eps.chunk(2)
-    return eps_ref + guidance * (eps_cond - eps_ref)
+    """CFG's prediction eps_ref + w·(eps_c − eps_ref), cond and reference batched as the model's sampler batches them."""
+    return cfg_noise(backend.predict_noise, batch["x"], batch["sigma"], batch["c"], batch["c_ref"], guidance,
+                     batch.get("y"), batch.get("y_ref"), backend.join_contexts)
 
 
 def single_call(backend: DiffusionBackend, batch: dict, context: torch.Tensor) -> torch.Tensor:
@@ -45,7 +39,7 @@ def make_batch(backend: DiffusionBackend, count: int, generator: torch.Generator
     references = reference_prompts(count, negatives, rng)
     sigma = backend.sample_sigmas(count, generator)
     noise = torch.randn(x0.shape, generator=generator)
-    batch = {"x": x0 + sigma.view(-1, 1, 1, 1) * noise.to(x0.device), "sigma": sigma,
+    batch = {"x": backend.noised(x0, noise.to(x0.device), sigma), "sigma": sigma,
              "c": backend.encode_prompts(prompts), "c_ref": backend.encode_prompts(references),
              "y": backend.encode_vectors(prompts), "y_ref": backend.encode_vectors(references)}
     return {k: v.to(device) for k, v in batch.items() if v is not None}

@@ -8,7 +8,6 @@ import random
 
 import torch
 
-from ..sharpeners.formulas import repeat_to_common_length
 from .backend import DiffusionBackend
 from .sampler import guided, initial_noise, sampling_run
 from .step import reference_prompts
@@ -36,10 +35,9 @@ class TrajectoryStates:
         steps = STEP_COUNTS[int(torch.randint(0, len(STEP_COUNTS), (1,), generator=generator))]
         sigmas = self.backend.sampling_sigmas(steps)
         seeds = torch.randint(0, 2 ** 31 - 1, (count,), generator=generator).tolist()
-        # Long prompts' 77·k tokens and the references' 77, tiled to one length as ComfyUI batches cond and uncond.
-        c, c_ref = repeat_to_common_length([self.backend.encode_prompts(prompts), self.backend.encode_prompts(references)])
+        c, c_ref = self.backend.encode_prompts(prompts), self.backend.encode_prompts(references)
         y, y_ref = self.backend.encode_vectors(prompts), self.backend.encode_vectors(references)
-        cfg = guided(self.backend.predict_noise, c, c_ref, self.guidance, y, y_ref)
+        cfg = guided(self.backend.predict_noise, c, c_ref, self.guidance, y, y_ref, self.backend.join_contexts)
 
         def visit(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
             self.states += [(x[i].cpu(), sigma[i].cpu(), prompts[i], references[i]) for i in range(count)]

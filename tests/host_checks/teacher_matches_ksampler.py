@@ -1,11 +1,15 @@
 """Does the trainer's CFG teacher equal what ComfyUI's own sampler computes? Run with ComfyUI's Python.
 
-    python tests/host_checks/teacher_matches_ksampler.py --comfy-root <ComfyUI> --ckpt <file> --data <folder>
+    python tests/host_checks/teacher_matches_ksampler.py --comfy-root <ComfyUI> --runs <folder> --ckpt <file> --data <d>
+    python tests/host_checks/teacher_matches_ksampler.py --comfy-root <ComfyUI> --runs <folder> --unet <file> \
+        --clip <file> [--clip <file> ...] --vae <file> --data <d> --resolution 320 --sharpener <file> --sampling
 
-Loads the checkpoint as `training/train.py --ckpt` does, then takes one sampler step through
-comfy.sample.sample_custom with conditioning from ComfyUI's CLIPTextEncode node (which carries SDXL's
-pooled output) and compares CFG's noise prediction there with the trainer's teacher. With --sharpener, also
-one step at cfg 1 on the Sharpen Conditioning node's output against the trainer's student. Prints one JSON line.
+Loads the model as `training/train.py` does with the same model flags (every flag this script does not know goes
+to the trainer's parser), then takes one sampler step through comfy.sample.sample_custom with conditioning from
+ComfyUI's CLIPTextEncode node (which carries the pooled output) and compares CFG's noise prediction there with the
+trainer's teacher. With --sharpener, also one step at cfg 1 on the Sharpen Conditioning node's output against the
+trainer's student; with --sampling too, ComfyUI's common_ksampler at cfg 1 on that output, counting the model's calls
+and their batch sizes, and at α = 0 against the plain prompt's image. Prints one JSON line.
 """
 from __future__ import annotations
 
@@ -20,13 +24,14 @@ PACK_ROOT = Path(__file__).resolve().parents[2]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--comfy-root", required=True)
-    parser.add_argument("--ckpt", required=True)
-    parser.add_argument("--data", required=True, help="what the trainer would train on (its captions are not used)")
     parser.add_argument("--runs", required=True, help="the trainer's cache folder for this check")
     parser.add_argument("--prompt", default="a red fox in the snow")
     parser.add_argument("--guidance", type=float, default=5.0)
-    parser.add_argument("--sharpener", help="a sharpener file for this checkpoint, to check the nodes' path too")
-    options = parser.parse_args()
+    parser.add_argument("--resolution", type=int, default=64)
+    parser.add_argument("--sharpener", help="a sharpener file for this model, to check the nodes' path too")
+    parser.add_argument("--sampling", action="store_true", help="with --sharpener: count the KSampler's calls at cfg 1 "
+                        "and compare α = 0 with the plain prompt's image")
+    options, model_flags = parser.parse_known_args()
 
     sys.path.insert(0, str(PACK_ROOT / "training"))
     from train import load_pack
@@ -39,8 +44,8 @@ def main() -> None:
     from dice_pack.training.loop import single_call, teacher_noise
 
     backend, info, _, _ = comfy_run(parse_args([
-        "--ckpt", options.ckpt, "--data", options.data, "--comfy-root", options.comfy_root, "--runs", options.runs,
-        "--resolution", "64", "--guidance", str(options.guidance)]))
+        *model_flags, "--comfy-root", options.comfy_root, "--runs", options.runs,
+        "--resolution", str(options.resolution), "--guidance", str(options.guidance)]))
     import comfy.sample
     import comfy.samplers
     import nodes
@@ -91,7 +96,39 @@ def main() -> None:
             student = single_call(backend, batch, batch["c"] + network(batch["c"], batch["c_ref"])).float().cpu()
         report["sharpened_max_abs_difference"] = float((student - node_eps).abs().max())
         report["mean_abs_sharpened_minus_unguided"] = float((student - unguided.float().cpu()).abs().mean())
+        if options.sampling:
+            report.update(sampling_report(backend, positive, negative, sharpener, nodes))
     print(json.dumps(report))
+
+
+def sampling_report(backend, positive, negative, sharpener, nodes) -> dict:
+    """ComfyUI's common_ksampler at cfg 1 on Sharpen Conditioning's output: the model's calls and batch sizes for two
+    samplers, and whether α = 0 gives the plain prompt's latent byte for byte."""
+    import torch
+
+    from dice_pack.nodes.sharpen import SharpenConditioning
+
+    batches: list[int] = []
+    hook = backend.model.diffusion_model.register_forward_pre_hook(
+        lambda module, args: batches.append(int(args[0].shape[0])))
+    latent = {"samples": torch.zeros(1, *backend.latent_shape)}
+    sharpened = SharpenConditioning().apply(positive, negative, sharpener, 1.0)[0]
+    cases = []
+    for sampler, scheduler in (("euler", "simple"), ("dpmpp_2m", "karras")):
+        batches.clear()
+        nodes.common_ksampler(backend.patcher, 0, 4, 1.0, sampler, scheduler, sharpened, negative, latent)
+        cases.append({"sampler": sampler, "scheduler": scheduler, "steps": 4, "calls": len(batches),
+                      "batch_sizes": sorted(set(batches))})
+    batches.clear()
+    nodes.common_ksampler(backend.patcher, 0, 2, 5.0, "euler", "simple", positive, negative, latent)
+    cfg_batches = sorted(set(batches))
+    hook.remove()
+    unguided = SharpenConditioning().apply(positive, negative, sharpener, 0.0)[0]
+    zero = nodes.common_ksampler(backend.patcher, 7, 3, 1.0, "euler", "simple", unguided, negative, latent)[0]["samples"]
+    plain = nodes.common_ksampler(backend.patcher, 7, 3, 1.0, "euler", "simple", positive, negative, latent)[0]["samples"]
+    guided = nodes.common_ksampler(backend.patcher, 7, 3, 1.0, "euler", "simple", sharpened, negative, latent)[0]["samples"]
+    return {"cases": cases, "cfg5_batch_sizes": cfg_batches, "alpha0_equals_plain": bool(torch.equal(zero, plain)),
+            "alpha1_differs": not torch.equal(guided, plain)}
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from .data import caption, make_dataset, random_named_scene, realise, render
 from .features import FeatureNet
 from .models import Autoencoder, AutoencoderConfig, UNet, UNetConfig
 from ...sharpeners.adapter import linear_layers
+from ...sharpeners.formulas import repeat_to_common_length
 from ..memory import checkpoint_layers
 from ..sampler import guided, initial_noise, sample, sampling_run
 from .schedule import DiscreteSchedule
@@ -105,6 +106,12 @@ class Testbed:
 
     def encode_vectors(self, prompts: list[str]) -> None:
         return None  # like SD1.5, the text enters through cross-attention only
+
+    def join_contexts(self, contexts: list[torch.Tensor]) -> list[torch.Tensor]:
+        return repeat_to_common_length(contexts)  # cross-attention only: a tiled sequence gives the same result
+
+    def noised(self, x0: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        return x0 + sigma.view(-1, *[1] * (x0.ndim - 1)) * noise
 
     def set_precision(self, dtype: torch.dtype) -> None:
         """The UNet's arithmetic in dtype from now on (its weights stay fp32, cast per operation by autocast)."""

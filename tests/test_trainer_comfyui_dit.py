@@ -1,0 +1,140 @@
+"""training/train.py on the transformer families, SD3/SD3.5 and PixArt-α/Σ, in the real ComfyUI: random-weight model
+files that ComfyUI detects as each family (tools/make_random_transformer.py), loaded as a checkpoint (SD3.5) or as
+split files (a diffusion model, text encoders and a VAE, as UNETLoader, CLIPLoader and VAELoader take them).
+
+Needs COMFYUI_PATH. The T5-XXL fixture is full size (4.8 GB on disk, about 15 GB of memory when ComfyUI loads it on
+the CPU); set DICE_FIXTURE_MODELS to a folder to build the fixtures once and keep them between runs.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import PACK_ROOT
+from dice_pack.sharpeners import load_sharpener
+from test_comfyui_host import COMFYUI_PATH, comfyui_python
+
+pytestmark = [
+    pytest.mark.host,
+    pytest.mark.skipif(not COMFYUI_PATH, reason="COMFYUI_PATH is not set: no real ComfyUI to load the models with"),
+]
+# ComfyUI's PixArt cannot run below a 34×34 latent (its position embedding's base size rounds to 0).
+PIXART_RESOLUTION = "320"
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> Path:
+    """The models folder, with each family's files built once (reused from DICE_FIXTURE_MODELS when set)."""
+    folder = Path(os.environ.get("DICE_FIXTURE_MODELS") or tmp_path_factory.mktemp("transformer_models"))
+    wanted = {"sd3": "checkpoints/tiny_sd3.safetensors", "pixart_alpha": "diffusion_models/tiny_pixart_alpha.safetensors",
+              "pixart_sigma": "diffusion_models/tiny_pixart_sigma.safetensors",
+              "t5xxl": "text_encoders/t5xxl_fp8_e4m3fn.safetensors"}
+    for family, path in wanted.items():
+        if not (folder / path).is_file():
+            subprocess.run([comfyui_python(Path(COMFYUI_PATH)), str(PACK_ROOT / "tools" / "make_random_transformer.py"),
+                            "--comfy-root", COMFYUI_PATH, "--family", family, "--models", str(folder)],
+                           check=True, capture_output=True, timeout=1800)
+    return folder
+
+
+def prompts(folder: Path) -> Path:
+    path = folder / "prompts.txt"
+    long = ", ".join(["a lighthouse on a rocky coast at dusk with gulls and spray, oil painting"] * 6)  # > 77 tokens
+    path.write_text(f"a red fox\na lighthouse at dusk\na bowl of ramen on a wooden table\n{long}\n")
+    return path
+
+
+def split_flags(models: Path, family: str) -> list[str]:
+    """--unet, --clip and --vae for a family's split files."""
+    text = models / "text_encoders"
+    if family == "sd3":
+        clips = [text / "clip_l.safetensors", text / "clip_g.safetensors", text / "t5xxl_fp8_e4m3fn.safetensors"]
+        vae = models / "vae" / "tiny_sd3_vae.safetensors"
+    else:
+        clips, vae = [text / "t5xxl_fp8_e4m3fn.safetensors"], models / "vae" / "tiny_sd_vae.safetensors"
+    flags = ["--unet", str(models / "diffusion_models" / f"tiny_{family}.safetensors"), "--vae", str(vae)]
+    for clip in clips:
+        flags += ["--clip", str(clip)]
+    return flags
+
+
+def run(script: str, *args: str, timeout: int = 1800) -> subprocess.CompletedProcess:
+    return subprocess.run([comfyui_python(Path(COMFYUI_PATH)), str(PACK_ROOT / script), "--comfy-root", COMFYUI_PATH,
+                           *args], capture_output=True, text=True, timeout=timeout)
+
+
+def train_and_check(tmp_path: Path, model_flags: list[str], resolution: str) -> tuple[Path, dict]:
+    """A 2-step training run's sharpener, then the host checks on it (teacher, nodes, calls, α = 0)."""
+    data, out = prompts(tmp_path), tmp_path / "sharpener.safetensors"
+    done = run("training/train.py", *model_flags, "--data", str(data), "--runs", str(tmp_path / "runs"),
+               "--resolution", resolution, "--steps", "2", "--batch", "2", "--eval-batch", "2", "--sample-every", "2",
+               "--out", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert any((tmp_path / "runs").glob("*/samples/step000002.png"))
+    check = run("tests/host_checks/teacher_matches_ksampler.py", *model_flags, "--data", str(data),
+                "--runs", str(tmp_path / "check"), "--resolution", resolution, "--sharpener", str(out), "--sampling")
+    assert check.returncode == 0, check.stderr[-3000:]
+    return out, json.loads(check.stdout.strip().splitlines()[-1])
+
+
+def assert_host_checks(figures: dict, batched_cfg: bool) -> None:
+    assert figures["mean_abs_cfg_minus_unguided"] > 1e-3  # guidance changes the prediction, so the check can fail
+    assert figures["max_abs_difference"] < 5e-6  # the trainer's teacher is ComfyUI's CFG, fp32
+    assert figures["mean_abs_sharpened_minus_unguided"] > 1e-4
+    assert figures["sharpened_max_abs_difference"] < 5e-6  # the nodes at cfg 1 give the trainer's student
+    for case in figures["cases"]:
+        assert case["calls"] == case["steps"] and case["batch_sizes"] == [1], case
+    # At cfg 5 ComfyUI batches cond and uncond where their token counts match (SD3), else runs them apart (PixArt).
+    assert figures["cfg5_batch_sizes"] == ([2] if batched_cfg else [1])
+    assert figures["alpha0_equals_plain"] and figures["alpha1_differs"]
+
+
+def test_an_sd35_checkpoint_trains_and_its_sharpener_passes_the_host_checks(models, tmp_path):
+    checkpoint = models / "checkpoints" / "tiny_sd3.safetensors"
+    out, figures = train_and_check(tmp_path, ["--ckpt", str(checkpoint)], "64")
+    loaded = load_sharpener(out)
+    assert loaded.network.config.embed_dim == 4096
+    assert loaded.info.model_family == "sd3" and loaded.info.prediction_type == "flow"
+    assert loaded.info.base_checkpoint == "tiny_sd3.safetensors" and len(loaded.info.base_checkpoint_sha256) == 64
+    assert figures["family"] == "sd3" and figures["vector_input"]  # the pooled CLIP output reaches the MMDiT as y
+    assert_host_checks(figures, batched_cfg=True)
+
+
+def test_sd35_split_files_with_t5_train_through_comfyuis_loaders(models, tmp_path):
+    out, figures = train_and_check(tmp_path, split_flags(models, "sd3"), "64")
+    loaded = load_sharpener(out)
+    assert loaded.info.model_family == "sd3" and loaded.info.base_checkpoint == "tiny_sd3.safetensors"
+    assert_host_checks(figures, batched_cfg=True)
+
+
+@pytest.mark.parametrize("family", ["pixart_alpha", "pixart_sigma"])
+def test_pixart_split_files_train_and_the_sharpener_passes_the_host_checks(models, tmp_path, family):
+    out, figures = train_and_check(tmp_path, split_flags(models, family), PIXART_RESOLUTION)
+    loaded = load_sharpener(out)
+    assert loaded.network.config.embed_dim == 4096
+    assert loaded.info.model_family == family and loaded.info.prediction_type == "eps"
+    assert loaded.info.base_checkpoint == f"tiny_{family}.safetensors"
+    assert figures["family"] == family and not figures["vector_input"]
+    assert_host_checks(figures, batched_cfg=False)
+
+
+def test_split_files_need_their_text_encoders_and_vae_and_bad_names_are_named(models, tmp_path):
+    unet = str(models / "diffusion_models" / "tiny_pixart_alpha.safetensors")
+    missing = run("training/train.py", "--unet", unet, "--runs", str(tmp_path), timeout=600)
+    assert missing.returncode != 0 and "also give its text encoder(s) with --clip" in missing.stderr
+    absent = run("training/train.py", "--unet", unet, "--clip", "no_such_t5.safetensors", "--vae", "x.safetensors",
+                 "--runs", str(tmp_path), timeout=600)
+    assert absent.returncode != 0 and "--clip no_such_t5.safetensors: neither a file nor a name in models/text_encoders" \
+        in absent.stderr
+    stray = run("training/train.py", "--testbed", "--vae", "x.safetensors", timeout=600)
+    assert stray.returncode != 0 and "--clip, --clip-type and --vae go with --unet" in stray.stderr
+
+
+def test_the_adapter_is_refused_on_a_transformer_by_name(models, tmp_path):
+    done = run("training/train.py", "--ckpt", str(models / "checkpoints" / "tiny_sd3.safetensors"), "--train", "adapter",
+               "--runs", str(tmp_path), "--data", str(prompts(tmp_path)), timeout=600)
+    assert done.returncode != 0 and "--train adapter: the guidance adapter knows the UNet families' layers" in done.stderr

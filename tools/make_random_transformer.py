@@ -1,0 +1,185 @@
+"""Build random-weight transformer model files that ComfyUI detects as SD3/SD3.5 or PixArt-α/Σ, with ComfyUI's own
+classes, into a models folder laid out as ComfyUI's (diffusion_models/, text_encoders/, vae/, checkpoints/).
+
+sd3: an SD3.5-medium-shaped MMDiT (RMS q/k norm, the MMDiT-X self-attention block on layer 0) of depth 2 (hidden
+128; ComfyUI reads the depth from the weights), as diffusion_models/tiny_sd3.safetensors and, with full-size CLIP-L
+and CLIP-G and the 16-channel VAE, as the single file checkpoints/tiny_sd3.safetensors; the text encoders also as
+text_encoders/clip_l.safetensors and clip_g.safetensors.
+pixart_alpha, pixart_sigma: PixArt's width (1152, 16 heads) at depth 2, with α's size and aspect-ratio embedders,
+as diffusion_models/tiny_pixart_alpha.safetensors (or _sigma), and the 4-channel VAE.
+t5xxl: a full-size T5-XXL encoder (ComfyUI builds it from a fixed config: 4.8 billion weights) in fp8 e4m3fn, as
+text_encoders/t5xxl_fp8_e4m3fn.safetensors (4.9 GB), written without ever holding it in fp32.
+
+    python tools/make_random_transformer.py --comfy-root <ComfyUI> --family sd3 --models <folder>
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from make_random_checkpoint import import_comfy, initialise  # noqa: E402
+
+FAMILIES = ("sd3", "pixart_alpha", "pixart_sigma", "t5xxl")
+
+
+def sd3_unet_config(depth: int = 2) -> dict:
+    """The config ComfyUI's model detection reads back from SD3.5 medium's weights, at `depth` blocks."""
+    hidden = 64 * depth
+    return {"in_channels": 16, "patch_size": 2, "out_channels": 16, "depth": depth, "input_size": None,
+            "adm_in_channels": 2048, "num_patches": 192 * 192, "pos_embed_max_size": 192, "qk_norm": "rms",
+            "context_embedder_config": {"target": "torch.nn.Linear", "params": {"in_features": 4096, "out_features": hidden}},
+            "pos_embed_scaling_factor": None, "x_block_self_attn_layers": [0]}
+
+
+def pixart_unet_config(model: str, depth: int = 2) -> dict:
+    """PixArt-α (512 px: a 32×32 position grid) or Σ, as ComfyUI's detection reads them, at `depth` blocks."""
+    alpha = model == "pixart_alpha"
+    return {"num_heads": 16, "patch_size": 2, "hidden_size": 1152, "in_channels": 4, "depth": depth,
+            "model_max_length": 120 if alpha else 300, "input_size": 64, "pe_interpolation": 1,
+            "image_model": model, "micro_condition": alpha}
+
+
+def save(tensors: dict, path: Path, metadata: dict | None = None) -> None:
+    """safetensors under a temporary name, then renamed."""
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(temporary), metadata=metadata)
+    os.replace(temporary, path)
+
+
+def vae_state_dict(channels: int) -> dict:
+    """The SD VAE's full-size layout with `channels` latent channels (4: SD1.5/SDXL, PixArt; 16: SD3), random."""
+    import torch
+    from comfy.ldm.models.autoencoder import AutoencoderKL
+
+    config = {"double_z": True, "z_channels": channels, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 128,
+              "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0}
+    network = AutoencoderKL(ddconfig=config, embed_dim=channels)
+    initialise(network)
+    return {k: v.to(torch.float16) for k, v in network.state_dict().items()}
+
+
+def randomise(module) -> None:
+    """Every weight and buffer drawn (ComfyUI's ops leave memory uninitialised, which may look finite), then torch's
+    own init for its layers, and scale 1 for the norms ComfyUI defines itself (MMDiT's RMSNorm)."""
+    import torch
+
+    with torch.no_grad():
+        for tensor in [*module.parameters(), *module.buffers()]:
+            if tensor.is_floating_point():
+                tensor.normal_(0, 0.02)
+        initialise(module)
+        for layer in module.modules():
+            weight = getattr(layer, "weight", None)
+            if "Norm" in type(layer).__name__ and not type(layer).__module__.startswith("torch") and weight is not None:
+                weight.fill_(1.0)
+
+
+def diffusion_model(config_class, unet_config: dict):
+    import torch
+
+    model_config = config_class(unet_config)
+    model_config.set_inference_dtype(torch.float16, None)
+    model = model_config.get_model({})
+    randomise(model)
+    return model_config, model.to(torch.float16)
+
+
+def build_sd3(models: Path, seed: int) -> None:
+    import torch
+    import comfy.model_patcher
+    import comfy.sd
+    import comfy.supported_models
+    import comfy.supported_models_base
+    import comfy.text_encoders.sd3_clip as sd3_clip
+
+    torch.manual_seed(seed)
+    model_config, model = diffusion_model(comfy.supported_models.SD3, sd3_unet_config())
+    save(model.diffusion_model.state_dict(), models / "diffusion_models" / "tiny_sd3.safetensors")
+    target = comfy.supported_models_base.ClipTarget(sd3_clip.SD3Tokenizer, sd3_clip.sd3_clip(clip_l=True, clip_g=True, t5=False))
+    clip = comfy.sd.CLIP(target=target, tokenizer_data={}, parameters=0)
+    initialise(clip.cond_stage_model)
+    clip.cond_stage_model.to(torch.float16)
+    text = clip.cond_stage_model.state_dict()
+    for name in ("clip_l", "clip_g"):
+        prefix = f"{name}.transformer."
+        save({k[len(prefix):]: v for k, v in text.items() if k.startswith(prefix)},
+             models / "text_encoders" / f"{name}.safetensors")
+    vae = comfy.sd.VAE(sd=vae_state_dict(16))
+    save(vae.get_sd(), models / "vae" / "tiny_sd3_vae.safetensors")
+    patcher = comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
+    checkpoint = models / "checkpoints" / "tiny_sd3.safetensors"
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    temporary = checkpoint.with_name(f".{checkpoint.name}.tmp")
+    comfy.sd.save_checkpoint(str(temporary), patcher, clip, vae, metadata={"dice.fixture": "random-weight sd3.5 layout"})
+    os.replace(temporary, checkpoint)
+
+
+def build_pixart(models: Path, family: str, seed: int) -> None:
+    import torch
+    import comfy.sd
+    import comfy.supported_models
+
+    torch.manual_seed(seed)
+    config_class = comfy.supported_models.PixArtAlpha if family == "pixart_alpha" else comfy.supported_models.PixArtSigma
+    _, model = diffusion_model(config_class, pixart_unet_config(family))
+    save(model.diffusion_model.state_dict(), models / "diffusion_models" / f"tiny_{family}.safetensors")
+    vae = models / "vae" / "tiny_sd_vae.safetensors"
+    if not vae.exists():
+        save(comfy.sd.VAE(sd=vae_state_dict(4)).get_sd(), vae)
+
+
+def build_t5xxl(models: Path, seed: int) -> None:
+    """Shapes from ComfyUI's T5 built on the meta device; each weight drawn in fp32 one at a time and stored in fp8."""
+    import torch
+    import comfy.ops
+    import comfy.text_encoders.sd3_clip as sd3_clip
+    import json
+
+    config = json.loads((Path(sd3_clip.__file__).parent / "t5_config_xxl.json").read_text())
+    with torch.device("meta"):
+        network = sys.modules["comfy.text_encoders.t5"].T5(config, torch.float8_e4m3fn, "meta", comfy.ops.manual_cast)
+    generator = torch.Generator().manual_seed(seed)
+    tensors = {}
+    for name, parameter in network.state_dict().items():
+        if name.endswith("layer_norm.weight") or name.endswith("final_layer_norm.weight"):
+            value = torch.ones(parameter.shape)
+        elif parameter.ndim == 2 and "relative_attention_bias" not in name and name != "shared.weight":
+            value = torch.randn(parameter.shape, generator=generator) / math.sqrt(parameter.shape[1])
+        else:  # embeddings: token table and relative-position bias
+            value = torch.randn(parameter.shape, generator=generator)
+        tensors[name] = value.to(torch.float8_e4m3fn)
+    save(tensors, models / "text_encoders" / "t5xxl_fp8_e4m3fn.safetensors",
+         metadata={"dice.fixture": "random-weight t5xxl encoder"})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--comfy-root", default=os.environ.get("COMFYUI_PATH"), help="ComfyUI folder (default: $COMFYUI_PATH)")
+    parser.add_argument("--family", choices=FAMILIES, required=True)
+    parser.add_argument("--models", required=True, help="the models folder to write into (ComfyUI's layout)")
+    parser.add_argument("--seed", type=int, default=0)
+    options = parser.parse_args()
+    if not options.comfy_root:
+        raise SystemExit("no ComfyUI: pass --comfy-root or set COMFYUI_PATH")
+    import_comfy(options.comfy_root)
+    import comfy.text_encoders.t5  # noqa: F401  (T5's module, for build_t5xxl)
+
+    models = Path(options.models)
+    if options.family == "sd3":
+        build_sd3(models, options.seed)
+    elif options.family == "t5xxl":
+        build_t5xxl(models, options.seed)
+    else:
+        build_pixart(models, options.family, options.seed)
+    print(models)
+
+
+if __name__ == "__main__":
+    main()
