@@ -23,6 +23,8 @@ PACK_ROOT = Path(__file__).resolve().parents[1]
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--testbed", choices=["unet", "dit"], default="unet", help="the testbed model: the UNet, or "
+                        "the flow-matching transformer (its files default to outputs/testbed_dit*.safetensors)")
     parser.add_argument("--sharpener", nargs="*", default=None, help="testbed sharpeners, each its own rows (default: "
                         "outputs/testbed.safetensors, which bash scripts/run.sh writes, when it exists)")
     parser.add_argument("--adapter", nargs="*", default=None, help="testbed guidance adapters, each its own rows, with "
@@ -37,8 +39,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--budgets", default="6,10,16,20,40", help="UNet calls per image; even, so CFG can halve them")
     parser.add_argument("--cfg", type=float, default=5.0, help="the guidance scale of CFG, fusion and TeEFusion")
     parser.add_argument("--scales", default="1.25,1.5,2", help="the grid of embedding scaling factors s (s·c)")
-    parser.add_argument("--teefusion", default=str(PACK_ROOT / "outputs" / "testbed_teefusion.safetensors"),
-                        help="the TeEFusion-style student; trained and written here when missing")
+    parser.add_argument("--teefusion", default=None, help="the TeEFusion-style student; trained and written here when "
+                        "missing (default: outputs/testbed_teefusion.safetensors, or testbed_dit_teefusion)")
     parser.add_argument("--negatives-sharpener", help="a sharpener trained with --negatives: adds rows with a negative "
                         "prompt (CFG with it as uncond against DICE with it as reference plus Negative Shift)")
     parser.add_argument("--negative-prompt", default="a picture on a gray background", help="the negative of those rows")
@@ -48,8 +50,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--skip", default="", help="peers to leave out, comma-separated (scaling,fusion,teefusion)")
     parser.add_argument("--plot", default="outputs/frontier.png")
     options = parser.parse_args()
-    options.sharpener = existing(options.sharpener, "testbed.safetensors")
-    options.adapter = existing(options.adapter, "testbed_adapter.safetensors")
+    stem = "testbed_dit" if options.testbed == "dit" else "testbed"
+    options.sharpener = existing(options.sharpener, f"{stem}.safetensors")
+    options.adapter = existing(options.adapter, f"{stem}_adapter.safetensors")
+    options.teefusion = options.teefusion or str(PACK_ROOT / "outputs" / f"{stem}_teefusion.safetensors")
     if not options.sharpener and not options.adapter:
         parser.error("no sharpener or adapter: pass --sharpener or --adapter, or run bash scripts/run.sh first")
     if (options.cfg_then_dice or options.negatives_sharpener) and not options.sharpener:
@@ -59,6 +63,27 @@ def parse_args() -> argparse.Namespace:
     if odd:
         parser.error(f"--budgets: each must be even and at least 2 (CFG spends two calls a step), got {odd}")
     return options
+
+
+def testbed_weights(kind: str) -> Path:
+    from dice_pack.training.testbed.model import DENOISERS
+
+    return DENOISERS[kind] / ("dit.safetensors" if kind == "dit" else "unet.safetensors")
+
+
+def check_trained_for(weights: Path, files: list[str]) -> None:
+    """Refuse a sharpener or adapter trained on the other testbed (its metadata names its base model's sha256)."""
+    from safetensors import safe_open
+
+    from dice_pack.training.hashing import file_sha256
+
+    expected = file_sha256(weights)
+    for file in files:
+        with safe_open(file, framework="pt") as f:
+            recorded = (f.metadata() or {}).get("base_checkpoint_sha256", "")
+        if recorded and recorded != expected:
+            raise SystemExit(f"{file}: trained for another testbed model (base sha256 {recorded[:12]}…, this one's is "
+                             f"{expected[:12]}…); pass --testbed to match it")
 
 
 def existing(paths: list[str] | None, default: str) -> list[str]:
@@ -168,10 +193,11 @@ def main() -> None:
     load_pack()
     from dice_pack.sharpeners import load_sharpener, sharpen
     from dice_pack.sharpeners.adapter_file import load_adapter
-    from dice_pack.training.testbed.model import Testbed
+    from dice_pack.training.testbed.model import DENOISERS, Testbed
     from dice_pack.training.testbed.teefusion import load_or_train_student
 
-    testbed = Testbed.load()
+    testbed = Testbed.load(DENOISERS[options.testbed])
+    check_trained_for(testbed_weights(options.testbed), [*options.sharpener, *options.adapter])
     scorer = Scorer(testbed, options.prompts, options.prompt_seed)
     count = options.prompts
     context, null = testbed.encode_prompts(scorer.captions[:count]), testbed.null_embedding()

@@ -12,6 +12,7 @@ from typing import Callable
 import torch
 
 from ..sharpeners import ConditioningError, SharpenerFile, negative_shift, sharpen
+from ..sharpeners.families import family_mismatch
 
 Conditioning = list
 
@@ -56,6 +57,11 @@ def sharpen_conditioning(positive: Conditioning, reference: Conditioning, sharpe
     if not isinstance(sharpener, SharpenerFile):
         raise ConditioningError(f"sharpener: expected a DICE sharpener, got {type(sharpener).__name__}")
     c_ref = first_embedding(reference, "reference")
+    for name, entries in (("positive", positive), ("reference", reference)):
+        for tensor, options, *_ in check_conditioning(entries, name):
+            mismatch = family_mismatch(sharpener.info.model_family, tensor.shape[-1], options)
+            if mismatch:
+                raise ConditioningError(f"{name}: {mismatch}")
     network = sharpener.network.to(device)
     return map_embeddings(positive, "positive", lambda c: sharpen(network, c, c_ref, alpha))
 

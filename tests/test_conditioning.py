@@ -98,3 +98,54 @@ def test_negative_shift_applies_to_every_entry_and_keeps_dicts():
 def test_negative_shift_refuses_an_empty_null():
     with pytest.raises(ConditioningError, match="null: the conditioning list is empty"):
         negative_shift_conditioning([encoded(0)], [encoded(5)], [], 0.5)
+
+
+def t5_sharpener(family, tmp_path):
+    """A 4096-wide sharpener file recorded as trained for family (SD3 and PixArt share T5's width)."""
+    from dice_pack.sharpeners import Sharpener, SharpenerConfig, TrainingInfo, load_sharpener, save_sharpener
+
+    torch.manual_seed(0)
+    path = tmp_path / f"{family}.safetensors"
+    save_sharpener(path, Sharpener(SharpenerConfig(embed_dim=4096)).eval(),
+                   TrainingInfo(model_family=family, base_checkpoint=f"{family}.safetensors", prediction_type="flow"))
+    return load_sharpener(path)
+
+
+def t5_encoded(seed, tokens, pooled_width=None, **options):
+    """A conditioning entry as ComfyUI's T5 encoders give it: SD3's 77 CLIP + T5 tokens with a pooled CLIP output, or
+    PixArt's unpadded T5 tokens with pooled_output None."""
+    generator = torch.Generator().manual_seed(seed)
+    pooled = None if pooled_width is None else torch.randn(1, pooled_width, generator=generator)
+    return [torch.randn(1, tokens, 4096, generator=generator), {"pooled_output": pooled, **options}]
+
+
+def test_sd3_conditioning_is_sharpened_with_its_pooled_output_passed_unchanged(tmp_path):
+    sharpener = t5_sharpener("sd3", tmp_path)
+    positive, reference = [t5_encoded(0, 231, 2048)], [t5_encoded(1, 154, 2048)]  # a long prompt's T5 tokens: 231
+    out = sharpen_conditioning(positive, reference, sharpener, 1.0, "cpu")
+    assert out[0][0].shape == (1, 231, 4096) and not torch.equal(out[0][0], positive[0][0])
+    assert out[0][1]["pooled_output"] is positive[0][1]["pooled_output"]
+    torch.testing.assert_close(out[0][0], sharpen(sharpener.network, positive[0][0], reference[0][0], 1.0))
+
+
+def test_pixart_t5_conditioning_of_any_length_keeps_its_attention_mask(tmp_path):
+    sharpener = t5_sharpener("pixart_alpha", tmp_path)
+    mask = torch.ones(1, 13)
+    positive, reference = [t5_encoded(0, 13, attention_mask=mask)], [t5_encoded(1, 1)]  # the empty prompt: one pad
+    out = sharpen_conditioning(positive, reference, sharpener, 0.5, "cpu")
+    assert out[0][0].shape == (1, 13, 4096) and out[0][1]["attention_mask"] is mask
+    assert out[0][1]["pooled_output"] is None
+
+
+@pytest.mark.parametrize(("family", "pooled", "trained", "seen"), [
+    ("sd3", None, "SD3/SD3.5", "PixArt-α (T5-XXL, no pooled output) or PixArt-Σ"),
+    ("pixart_sigma", 2048, "PixArt-Σ", "SD3/SD3.5"),
+    ("sd3", 768, "SD3/SD3.5", "Flux"),
+])
+def test_a_sharpener_for_one_t5_family_is_refused_on_anothers_conditioning_naming_both(tmp_path, family, pooled,
+                                                                                        trained, seen):
+    sharpener = t5_sharpener(family, tmp_path)
+    with pytest.raises(ConditioningError) as caught:
+        sharpen_conditioning([t5_encoded(0, 154, pooled)], [t5_encoded(1, 154, pooled)], sharpener, 1.0, "cpu")
+    message = str(caught.value)
+    assert message.startswith("positive: this sharpener was trained for " + trained) and seen in message

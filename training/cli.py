@@ -29,7 +29,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="python training/train.py",
         description="Distil a DICE sharpener: CFG's effect in the text conditioning, for one UNet call per step.")
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--testbed", action="store_true", help="train on the offline testbed model shipped with the pack")
+    source.add_argument("--testbed", nargs="?", const="unet", choices=["unet", "dit"], help="train on an offline "
+                        "testbed model shipped with the pack: the UNet (the default) or the flow-matching transformer "
+                        "(dit)")
     source.add_argument("--ckpt", help="a checkpoint: a name in ComfyUI's models/checkpoints or a path")
     source.add_argument("--unet", help="a diffusion model file alone (SD3.5, PixArt and most transformers ship so): a "
                         "name in ComfyUI's models/diffusion_models or a path, with --clip and --vae")
@@ -106,14 +108,17 @@ def read_prompt_lines(path: str, what: str) -> list[str]:
 
 
 def testbed_run(args: argparse.Namespace):
-    from .testbed.model import WEIGHTS, Testbed
+    from .testbed.model import DENOISERS, Testbed
 
-    backend = Testbed.load()
+    folder = DENOISERS[args.testbed]
+    backend = Testbed.load(folder)
     if PRECISIONS[args.mixed_precision] is not None:
         backend.set_precision(PRECISIONS[args.mixed_precision])
-    info = RunInfo(model_family="testbed-minilm", base_checkpoint="dice-testbed",
-                   base_checkpoint_sha256=file_sha256(WEIGHTS / "unet.safetensors"))
-    return backend, info, "testbed", TESTBED_SAMPLE_PROMPTS
+    dit = args.testbed == "dit"
+    info = RunInfo(model_family="testbed-minilm", base_checkpoint="dice-testbed-dit" if dit else "dice-testbed",
+                   base_checkpoint_sha256=file_sha256(folder / ("dit.safetensors" if dit else "unet.safetensors")),
+                   prediction_type="flow" if dit else "eps")
+    return backend, info, "testbed_dit" if dit else "testbed", TESTBED_SAMPLE_PROMPTS
 
 
 def main(argv: list[str] | None = None) -> dict:

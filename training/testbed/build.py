@@ -26,9 +26,9 @@ from ..progress import Progress
 from .data import make_dataset
 from .evaluator import alignment
 from .features import FeatureNet, attribute_loss, attribute_targets, frechet_distance, image_features
-from .model import WEIGHTS, Testbed, evaluation_prompts, images_to_tensor
-from .models import Autoencoder, AutoencoderConfig, UNet, UNetConfig
-from .schedule import DiscreteSchedule
+from .model import DIT_WEIGHTS, WEIGHTS, Testbed, evaluation_prompts, images_to_tensor
+from .models import Autoencoder, AutoencoderConfig, DiT, DiTConfig, UNet, UNetConfig
+from .schedule import DiscreteSchedule, FlowSchedule
 from .text_encoder import TextEncoder
 
 CONFIG = {
@@ -36,6 +36,8 @@ CONFIG = {
     "autoencoder_steps": 1200, "autoencoder_batch": 64, "autoencoder_lr": 2e-3, "kl_weight": 1e-6,
     "decoder_steps": 1500, "decoder_lr": 1e-3,
     "unet_channels": (32, 64), "unet_steps": 3500, "unet_batch": 128, "unet_lr": 2e-3, "unet_warmup": 200, "ema_decay": 0.999,
+    "dit_width": 128, "dit_depth": 4, "dit_steps": 3500, "dit_batch": 128, "dit_lr": 1e-3, "dit_warmup": 200,
+    "dit_shift": 1.0,
     "feature_images": 20000, "feature_steps": 800, "feature_batch": 128,
     "eval_prompts": 1000, "eval_real_images": 5000, "eval_steps": 20, "eval_cfg": 5.0,
 }
@@ -57,11 +59,14 @@ STAGE_SETTINGS = {
     "unet.safetensors": ("seed", "unet_channels", "unet_steps", "unet_batch", "unet_lr", "unet_warmup", "ema_decay",
                          "caption_dropout"),
     "features.safetensors": ("seed", "feature_images", "feature_steps", "feature_batch"),
+    "dit.safetensors": ("seed", "dit_width", "dit_depth", "dit_steps", "dit_batch", "dit_lr", "dit_warmup", "dit_shift",
+                        "ema_decay", "caption_dropout"),
 }
 STAGE_INPUTS = {
     "text.safetensors": ("data.npz",), "autoencoder.safetensors": ("data.npz",),
     "latents.safetensors": ("autoencoder.safetensors",), "decoder.safetensors": ("latents.safetensors",),
     "unet.safetensors": ("text.safetensors", "latents.safetensors"),
+    "dit.safetensors": ("text.safetensors",),  # its latents come from the committed autoencoder
 }
 
 
@@ -217,49 +222,75 @@ def build_decoder(work: Path, images: np.ndarray, latents: torch.Tensor, scale: 
     return autoencoder.eval()
 
 
-def build_unet(work: Path, latents: torch.Tensor, embeddings: torch.Tensor, caption_index: torch.Tensor,
-               config: dict) -> UNet:
-    path, done = stage(work, "unet.safetensors", config)
-    unet_config = UNetConfig(channels=tuple(config["unet_channels"]))
-    ema = UNet(unet_config)
+def train_denoiser(work: Path, stage_name: str, make, noising, latents: torch.Tensor, embeddings: torch.Tensor,
+                   caption_index: torch.Tensor, config: dict, prefix: str) -> torch.nn.Module:
+    """A denoiser trained on the latents with caption dropout and an EMA copy, the settings under prefix_ in config;
+    noising(x0, generator) gives (its input, the timesteps, its target)."""
+    path, done = stage(work, stage_name, config)
+    ema = make()
     if done:
         ema.load_state_dict(load_file(path))
         return ema.eval()
     torch.manual_seed(config["seed"])
-    network = UNet(unet_config)
+    network = make()
     ema.load_state_dict(network.state_dict())
     ema.requires_grad_(False)
-    schedule = DiscreteSchedule()
-    alphas = schedule.alphas_cumprod.float()
     null_index = len(embeddings) - 1
-    optimizer = torch.optim.AdamW(network.parameters(), lr=config["unet_lr"], weight_decay=0.01)
-    steps, batch = config["unet_steps"], config["unet_batch"]
+    lr, warmup = config[f"{prefix}_lr"], config[f"{prefix}_warmup"]
+    optimizer = torch.optim.AdamW(network.parameters(), lr=lr, weight_decay=0.01)
+    steps, batch = config[f"{prefix}_steps"], config[f"{prefix}_batch"]
     generator = torch.Generator().manual_seed(config["seed"] + 1)
-    progress = Progress(steps, "unet", "steps")
+    progress = Progress(steps, prefix, "steps")
     for step in range(steps):
         for group in optimizer.param_groups:
-            group["lr"] = cosine_lr(step, steps, config["unet_lr"], config["unet_warmup"])
+            group["lr"] = cosine_lr(step, steps, lr, warmup)
         rows = torch.randint(0, len(latents), (batch,), generator=generator)
         index = caption_index[rows].clone()
         index[torch.rand(batch, generator=generator) < config["caption_dropout"]] = null_index
         context = embeddings[index].float()
-        x0 = latents[rows]
-        t = torch.randint(0, len(alphas), (batch,), generator=generator)
-        noise = torch.randn(x0.shape, generator=generator)
-        a = alphas[t].view(-1, 1, 1, 1)
-        loss = F.mse_loss(network(a.sqrt() * x0 + (1 - a).sqrt() * noise, t, context), noise)
+        x, timesteps, target = noising(latents[rows], generator)
+        loss = F.mse_loss(network(x, timesteps, context), target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(network.parameters(), 1.0)
         optimizer.step()
-        decay = 0.0 if step < config["unet_warmup"] else config["ema_decay"]
+        decay = 0.0 if step < warmup else config["ema_decay"]
         with torch.no_grad():
             for e, p in zip(ema.parameters(), network.parameters()):
                 e.lerp_(p, 1 - decay)
         progress.update(step + 1, loss=loss.item())
     save_atomic(ema.state_dict(), path)
-    stage_done(path, "unet.safetensors", config)
+    stage_done(path, stage_name, config)
     return ema.eval()
+
+
+def build_unet(work: Path, latents: torch.Tensor, embeddings: torch.Tensor, caption_index: torch.Tensor,
+               config: dict) -> UNet:
+    """The eps-prediction UNet on SD's discrete schedule."""
+    alphas = DiscreteSchedule().alphas_cumprod.float()
+
+    def noising(x0: torch.Tensor, generator: torch.Generator):
+        t = torch.randint(0, len(alphas), (len(x0),), generator=generator)
+        noise = torch.randn(x0.shape, generator=generator)
+        a = alphas[t].view(-1, 1, 1, 1)
+        return a.sqrt() * x0 + (1 - a).sqrt() * noise, t, noise
+
+    return train_denoiser(work, "unet.safetensors", lambda: UNet(UNetConfig(channels=tuple(config["unet_channels"]))),
+                          noising, latents, embeddings, caption_index, config, "unet")
+
+
+def build_dit(work: Path, latents: torch.Tensor, embeddings: torch.Tensor, caption_index: torch.Tensor,
+              config: dict) -> DiT:
+    """The velocity-prediction DiT, trained with flow matching on SD3's logit-normal timesteps."""
+    schedule = FlowSchedule(config["dit_shift"])
+
+    def noising(x0: torch.Tensor, generator: torch.Generator):
+        sigma = schedule.sigma(torch.sigmoid(torch.randn(len(x0), generator=generator))).view(-1, 1, 1, 1)
+        noise = torch.randn(x0.shape, generator=generator)
+        return (1 - sigma) * x0 + sigma * noise, schedule.timestep(sigma.flatten()), noise - x0
+
+    make = lambda: DiT(DiTConfig(width=config["dit_width"], depth=config["dit_depth"]))  # noqa: E731
+    return train_denoiser(work, "dit.safetensors", make, noising, latents, embeddings, caption_index, config, "dit")
 
 
 def build_features(work: Path, config: dict) -> FeatureNet:
@@ -345,6 +376,65 @@ def evaluate(testbed: Testbed, config: dict, out: Path) -> dict:
     rows = [real[:12]] + [samples[k][:12] for k in samples]
     save_png(out / "samples.png", grid(np.concatenate(rows), 12, scale=3))
     return figures
+
+
+def dit_inputs(work: Path, config: dict, encoder: TextEncoder, run) -> tuple:
+    """The transformer testbed's inputs: the same data and text stages, and latents from the committed testbed's own
+    autoencoder (so both testbeds share it, and its feature network for FD)."""
+    images, captions = run("data", build_data, work, config)
+    embeddings, caption_index = run("text", build_text, work, captions, encoder, config)
+    first = Testbed.load(WEIGHTS)
+    with torch.no_grad():
+        latents = torch.cat([first.encode_images(images[i:i + 1000]) for i in range(0, len(images), 1000)])
+    return first, latents, embeddings, caption_index
+
+
+def export_dit(dit: DiT, first: Testbed, shift: float, out: Path) -> None:
+    """The DiT's fp16 weights and a config naming the shared autoencoder's settings and the flow schedule."""
+    out.mkdir(parents=True, exist_ok=True)
+    save_atomic({k: v.half() for k, v in dit.state_dict().items()}, out / "dit.safetensors")
+    config = {"autoencoder": asdict(first.autoencoder.config), "dit": asdict(dit.config),
+              "schedule": {"kind": "flow", "shift": shift}, "latent_scale": first.latent_scale}
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+
+
+def write_dit_model_card(out: Path, figures: dict, dit: DiT) -> None:
+    """model_card.md beside the DiT's weights."""
+    config, seconds = figures["config"], figures["training_seconds"]
+    cfg_name = f"cfg{config['eval_cfg']:g}"
+    lead = figures[f"{cfg_name}_alignment"] - figures["unguided_alignment"]
+    fd_change = figures[f"{cfg_name}_fd"] - figures["unguided_fd"]
+    lines = [
+        "# The DICE transformer testbed", "",
+        "A small diffusion transformer with PixArt's shape, trained here on the CPU with flow matching (SD3's and",
+        "Wan's objective), on the first testbed's data, text encoder and autoencoder, and scored by its evaluator.",
+        "Rebuild it with `python -m training.testbed.build --denoiser dit` (stages cached in `runs/testbed_build`).", "",
+        "## What it is", "",
+        f"- **DiT**: {parameter_count(dit) / 1e6:.2f} M parameters; the 8×8×4 latent in 2×2 patches (16 tokens of width "
+        f"{config['dit_width']}), {config['dit_depth']} blocks of self-attention, cross-attention over the 77 MiniLM "
+        "tokens and feed-forward, modulated by the timestep through adaLN-single as PixArt's are.",
+        f"- **Objective**: x_σ = (1 − σ)·x_0 + σ·ε, the DiT predicting the velocity ε − x_0 (ComfyUI's CONST / flow "
+        f"models), timesteps logit-normal as SD3 trains, shift {config['dit_shift']:g}; {config['caption_dropout']:.0%} "
+        f"caption dropout; EMA {config['ema_decay']}; {config['dit_steps']:,} steps of {config['dit_batch']} at lr "
+        f"{config['dit_lr']:g}.",
+        "- **Shared with the first testbed** (`../weights`): the autoencoder, the latent scale, the feature network.", "",
+        "## Training time", "",
+        f"On {figures['machine']}, torch {figures['torch']}: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in seconds.items())
+        + ".", "",
+        "## Figures", "",
+        f"Held-out prompts, {config['eval_steps']}-step DPM-Solver++(2M) on the flow schedule, seeds "
+        f"0…{config['eval_prompts'] - 1}; alignment and FD as in the first testbed's card.", "",
+        "| | alignment % | FD |", "|---|---|---|",
+        f"| real images (the evaluator's own accuracy) | {figures['evaluator_accuracy_real']:.1f} | "
+        f"{figures['fd_real_vs_real']:.2f} (real vs real) |",
+        f"| unguided (cfg 1), {config['eval_steps']} calls | {figures['unguided_alignment']:.1f} | {figures['unguided_fd']:.2f} |",
+        f"| CFG w = {config['eval_cfg']:g}, {2 * config['eval_steps']} calls | {figures[cfg_name + '_alignment']:.1f} | "
+        f"{figures[cfg_name + '_fd']:.2f} |", "",
+        f"CFG's gap on this model: {lead:+.1f} points of alignment, FD {fd_change:+.1f}.", "",
+        "`samples.png`: real images (top row), unguided, CFG, for the first 12 held-out prompts and seeds.",
+        "All figures are in `figures.json`, written by the same command.", "",
+    ]
+    (out / "model_card.md").write_text("\n".join(lines))
 
 
 def parameter_count(module: torch.nn.Module) -> int:
@@ -445,7 +535,11 @@ def write_model_card(out: Path, figures: dict, networks: dict[str, torch.nn.Modu
 def main() -> None:
     parser = argparse.ArgumentParser(description="Train the offline testbed from scratch.")
     parser.add_argument("--work", default="runs/testbed_build", help="stage outputs, reused when present")
-    parser.add_argument("--out", default=str(WEIGHTS), help="where the fp16 weights and model card go")
+    parser.add_argument("--out", default=None, help="where the fp16 weights and model card go (default: the "
+                        "committed testbed's folder, training/testbed/weights or weights_dit)")
+    parser.add_argument("--denoiser", choices=["unet", "dit"], default="unet", help="unet: the first testbed, "
+                        "everything from scratch; dit: the transformer testbed, a flow-matching DiT on the first's "
+                        "data, text encoder and autoencoder")
     parser.add_argument("--quick", action="store_true", help="a tiny run to check the pipeline (minutes)")
     parser.add_argument("--seed", type=int, default=CONFIG["seed"], help="seed of the data and of every network "
                         "(another seed shows how much the figures owe to one draw)")
@@ -454,9 +548,11 @@ def main() -> None:
     torch.set_num_threads(options.threads)
     config = dict(CONFIG, seed=options.seed)
     if options.quick:
-        config.update(train_images=2000, autoencoder_steps=30, decoder_steps=10, unet_steps=30, feature_images=1000, feature_steps=30,
+        config.update(train_images=2000, autoencoder_steps=30, decoder_steps=10, unet_steps=30, dit_steps=30,
+                      feature_images=1000, feature_steps=30,
                       eval_prompts=64, eval_real_images=128, eval_steps=4)
-    work, out = Path(options.work), Path(options.out)
+    work = Path(options.work)
+    out = Path(options.out or (DIT_WEIGHTS if options.denoiser == "dit" else WEIGHTS))
     work.mkdir(parents=True, exist_ok=True)
     (work / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     timings_file = work / "timings.json"
@@ -476,6 +572,19 @@ def main() -> None:
         return result
 
     encoder = TextEncoder()
+    if options.denoiser == "dit":
+        first, latents, embeddings, caption_index = dit_inputs(work, config, encoder, timed)
+        dit = timed("dit", build_dit, work, latents, embeddings, caption_index, config)
+        export_dit(dit, first, config["dit_shift"], out)
+        testbed = Testbed(first.autoencoder, dit, first.latent_scale, text=encoder, features=first.features,
+                          schedule=FlowSchedule(config["dit_shift"]))
+        figures = timed("evaluate", evaluate, testbed, config, out)
+        figures.update(training_seconds={k: timings[k] for k in ("data", "text", "dit", "evaluate") if k in timings},
+                       machine=f"{os.cpu_count()} CPU cores, {platform.machine()}", torch=torch.__version__, config=config)
+        (out / "figures.json").write_text(json.dumps(figures, indent=2) + "\n")
+        write_dit_model_card(out, figures, dit)
+        print(json.dumps({k: v for k, v in figures.items() if k != "config"}))
+        return
     stages = build_stages_before_unet(work, config, encoder, timed)
     unet = timed("unet", build_unet, work, stages.latents, stages.embeddings, stages.caption_index, config)
     autoencoder, features, scale, embeddings = stages.autoencoder, stages.features, stages.scale, stages.embeddings

@@ -1,4 +1,5 @@
-"""The trained testbed, loaded from its committed weights: text encoder, autoencoder, UNet, schedule, sampler."""
+"""The trained testbeds, loaded from their committed weights: text encoder, autoencoder, denoiser (the eps UNet, or the
+flow-matching DiT), schedule, sampler."""
 from __future__ import annotations
 
 import json
@@ -11,15 +12,18 @@ from safetensors.torch import load_file
 
 from .data import caption, make_dataset, random_named_scene, realise, render
 from .features import FeatureNet
-from .models import Autoencoder, AutoencoderConfig, UNet, UNetConfig
+from .models import Autoencoder, AutoencoderConfig, DiT, DiTConfig, UNet, UNetConfig
 from ...sharpeners.adapter import linear_layers
 from ...sharpeners.formulas import repeat_to_common_length
 from ..memory import checkpoint_layers
 from ..sampler import guided, initial_noise, sample, sampling_run
-from .schedule import DiscreteSchedule
+from .schedule import DiscreteSchedule, FlowSchedule
 from .text_encoder import TextEncoder
 
 WEIGHTS = Path(__file__).resolve().parent / "weights"
+# The transformer testbed: a DiT trained with flow matching on the same data, text encoder and autoencoder.
+DIT_WEIGHTS = Path(__file__).resolve().parent / "weights_dit"
+DENOISERS = {"unet": WEIGHTS, "dit": DIT_WEIGHTS}
 TRAINING_POOL, TRAINING_POOL_SEED = 2000, 777  # captions a sharpener trains on; evaluation uses other seeds
 
 
@@ -44,27 +48,38 @@ class Testbed:
     latent_shape = (4, 8, 8)
     compute_dtype = torch.float32  # set_precision: bf16 or fp16 arithmetic, as ComfyUI runs SD on most GPUs
 
-    def __init__(self, autoencoder: Autoencoder, unet: UNet, latent_scale: float,
-                 text: TextEncoder | None = None, features: FeatureNet | None = None) -> None:
-        self.autoencoder, self.unet, self.latent_scale = autoencoder, unet, latent_scale
+    def __init__(self, autoencoder: Autoencoder, unet: UNet | DiT, latent_scale: float,
+                 text: TextEncoder | None = None, features: FeatureNet | None = None,
+                 schedule: DiscreteSchedule | FlowSchedule | None = None) -> None:
+        self.autoencoder, self.latent_scale = autoencoder, latent_scale
+        self.unet = unet  # the denoiser: the UNet, or the transformer testbed's DiT
         self.text = text or TextEncoder()
         self.features = features
-        self.schedule = DiscreteSchedule()
+        self.schedule = schedule or DiscreteSchedule()
+        self.flow = isinstance(self.schedule, FlowSchedule)
         self.embed_dim = unet.config.context_dim
         self._null = None
         self._pool = None
 
     @classmethod
     def load(cls, folder: str | Path = WEIGHTS) -> "Testbed":
+        """The testbed in folder; the transformer testbed's folder holds its DiT alone and shares the autoencoder and
+        feature network of the first."""
         folder = Path(folder)
         config = json.loads((folder / "config.json").read_text())
-        autoencoder = load_module(Autoencoder(AutoencoderConfig(**{k: tuple(v) if isinstance(v, list) else v
-                                                                    for k, v in config["autoencoder"].items()})),
-                                  folder / "autoencoder.safetensors")
-        unet = load_module(UNet(UNetConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in config["unet"].items()})),
-                           folder / "unet.safetensors")
-        features = load_module(FeatureNet(), folder / "features.safetensors") if (folder / "features.safetensors").exists() else None
-        return cls(autoencoder, unet, config["latent_scale"], features=features)
+        tuples = lambda values: {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}  # noqa: E731
+        shared = folder if (folder / "autoencoder.safetensors").exists() else WEIGHTS
+        autoencoder = load_module(Autoencoder(AutoencoderConfig(**tuples(config["autoencoder"]))),
+                                  shared / "autoencoder.safetensors")
+        if "dit" in config:
+            denoiser = load_module(DiT(DiTConfig(**tuples(config["dit"]))), folder / "dit.safetensors")
+            schedule = FlowSchedule(config["schedule"]["shift"])
+        else:
+            denoiser = load_module(UNet(UNetConfig(**tuples(config["unet"]))), folder / "unet.safetensors")
+            schedule = DiscreteSchedule()
+        features = load_module(FeatureNet(), shared / "features.safetensors") \
+            if (shared / "features.safetensors").exists() else None
+        return cls(autoencoder, denoiser, config["latent_scale"], features=features, schedule=schedule)
 
     def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
         return self.text.encode(prompts)
@@ -111,7 +126,8 @@ class Testbed:
         return repeat_to_common_length(contexts)  # cross-attention only: a tiled sequence gives the same result
 
     def noised(self, x0: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        return x0 + sigma.view(-1, *[1] * (x0.ndim - 1)) * noise
+        sigma = sigma.view(-1, *[1] * (x0.ndim - 1))
+        return (1 - sigma) * x0 + sigma * noise if self.flow else x0 + sigma * noise
 
     def set_precision(self, dtype: torch.dtype) -> None:
         """The UNet's arithmetic in dtype from now on (its weights stay fp32, cast per operation by autocast)."""
@@ -123,17 +139,18 @@ class Testbed:
     def adapter_layers(self, selection: str) -> list[str]:
         """The UNet's transformers' attention projections, and for "transformer" their feed-forward layers too."""
         return linear_layers(self.unet, selection, ("self_qkv", "self_out", "cross_q", "cross_kv", "cross_out"),
-                             ("ff.0", "ff.2"), "Transformer")
+                             ("ff.0", "ff.2"), "DiTBlock" if self.flow else "Transformer")
 
     def checkpoint_layers(self) -> int:
         """Recompute the UNet's res-blocks and transformers in the backward pass rather than keep their activations."""
-        return checkpoint_layers(self.unet, {"ResBlock", "Transformer"})
+        return checkpoint_layers(self.unet, {"ResBlock", "Transformer", "DiTBlock"})
 
     def predict_noise(self, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor,
                       y: torch.Tensor | None = None) -> torch.Tensor:
         if y is not None:
-            raise ValueError("the testbed UNet has no vector input (y)")
-        scale = (sigma ** 2 + 1).rsqrt().view(-1, 1, 1, 1)
+            raise ValueError("the testbed's denoiser has no vector input (y)")
+        # The UNet predicts eps of x_σ/sqrt(σ² + 1); the DiT the velocity ε − x_0 of x_σ itself, which is (x_σ − x̂_0)/σ.
+        scale = 1.0 if self.flow else (sigma ** 2 + 1).rsqrt().view(-1, 1, 1, 1)
         with torch.autocast(x.device.type, dtype=self.compute_dtype, enabled=self.compute_dtype != torch.float32):
             return self.unet(x * scale, self.schedule.timestep(sigma), context).float()
 

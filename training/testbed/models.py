@@ -168,3 +168,85 @@ class UNet(nn.Module):
         for res, attn, up in zip(self.up_res, self.up_attn, self.upsample):
             h = up(attn(res(torch.cat([h, skips.pop()], dim=1), time), context))
         return self.out(h)
+
+
+@dataclass(frozen=True)
+class DiTConfig:
+    width: int = 128
+    depth: int = 4
+    heads: int = 4
+    patch: int = 2
+    context_dim: int = 384
+    latent_channels: int = 4
+    latent_size: int = 8
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class DiTBlock(nn.Module):
+    """PixArt's block: self-attention and feed-forward modulated by the timestep (adaLN-single: one shared projection
+    of the time plus this block's own table), cross-attention over the prompt tokens between them."""
+
+    def __init__(self, width: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.norm1 = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+        self.self_qkv, self.self_out = nn.Linear(width, 3 * width), nn.Linear(width, width)
+        self.norm2 = nn.LayerNorm(width)
+        self.cross_q, self.cross_kv = nn.Linear(width, width), nn.Linear(width, 2 * width)
+        self.cross_out = nn.Linear(width, width)
+        self.norm3 = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+        self.ff = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(approximate="tanh"), nn.Linear(4 * width, width))
+        self.scale_shift_table = nn.Parameter(torch.randn(6, width) / width ** 0.5)
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        q, k, v = (rearrange(t, "b n (h d) -> b h n d", h=self.heads) for t in (q, k, v))
+        return rearrange(F.scaled_dot_product_attention(q, k, v), "b h n d -> b n (h d)")
+
+    def forward(self, h: torch.Tensor, context: torch.Tensor, modulation: torch.Tensor) -> torch.Tensor:
+        shift1, scale1, gate1, shift2, scale2, gate2 = (self.scale_shift_table[None] + modulation).unbind(1)
+        x = self.norm1(h) * (1 + scale1[:, None]) + shift1[:, None]
+        h = h + gate1[:, None] * self.self_out(self.attend(*self.self_qkv(x).chunk(3, dim=-1)))
+        h = h + self.cross_out(self.attend(self.cross_q(self.norm2(h)), *self.cross_kv(context).chunk(2, dim=-1)))
+        x = self.norm3(h) * (1 + scale2[:, None]) + shift2[:, None]
+        return h + gate2[:, None] * self.ff(x)
+
+
+class DiT(nn.Module):
+    """v(x_σ, t, context): PixArt's shape at small scale, latent patches as tokens through DiT blocks."""
+
+    def __init__(self, config: DiTConfig = DiTConfig()) -> None:
+        super().__init__()
+        self.config = config
+        width, patch_values = config.width, config.latent_channels * config.patch ** 2
+        self.patch_in = nn.Linear(patch_values, width)
+        self.position = nn.Parameter(torch.randn(1, (config.latent_size // config.patch) ** 2, width) * 0.02)
+        self.time_mlp = nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width))
+        self.time_modulation = nn.Sequential(nn.SiLU(), nn.Linear(width, 6 * width))
+        # PixArt's caption projection: the text tokens into the blocks' width, once for every block.
+        self.context_in = nn.Sequential(nn.Linear(config.context_dim, width), nn.GELU(approximate="tanh"),
+                                        nn.Linear(width, width))
+        self.blocks = nn.ModuleList(DiTBlock(width, config.heads) for _ in range(config.depth))
+        self.final_norm = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+        self.final_table = nn.Parameter(torch.randn(2, width) / width ** 0.5)
+        self.patch_out = nn.Linear(width, patch_values)
+        nn.init.zeros_(self.patch_out.weight)  # as DiT and PixArt start: the output at zero, learning from there
+        nn.init.zeros_(self.patch_out.bias)
+
+    def forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor,
+                time_offset: torch.Tensor | None = None) -> torch.Tensor:
+        """The velocity; time_offset, if given, is added to the time embedding (a TeEFusion-style guidance input)."""
+        p, width = self.config.patch, self.config.width
+        rows = x.shape[-2] // p
+        h = self.patch_in(rearrange(x, "b c (y p) (x q) -> b (y x) (p q c)", p=p, q=p)) + self.position
+        time = self.time_mlp(timestep_embedding(timesteps, width))
+        if time_offset is not None:
+            time = time + time_offset
+        modulation = self.time_modulation(time).unflatten(1, (6, width))
+        context = self.context_in(context)
+        for block in self.blocks:
+            h = block(h, context, modulation)
+        shift, scale = (self.final_table[None] + time[:, None]).unbind(1)
+        h = self.final_norm(h) * (1 + scale[:, None]) + shift[:, None]
+        return rearrange(self.patch_out(h), "b (y x) (p q c) -> b c (y p) (x q)", y=rows, p=p, q=p)

@@ -35,3 +35,30 @@ class DiscreteSchedule:
         high = (low + 1).clamp(max=len(self.sigmas) - 1)
         log_sigma = (1 - frac) * self.log_sigmas[low] + frac * self.log_sigmas[high]
         return torch.cat([log_sigma.exp(), torch.zeros(1)])
+
+
+class FlowSchedule:
+    """Rectified flow as SD3 and Wan train: x_σ = (1 − σ)·x_0 + σ·ε for σ in (0, 1], the model predicting the velocity
+    ε − x_0 at timestep 1000·t, with σ = shift·t / (1 + (shift − 1)·t) as ComfyUI's ModelSamplingDiscreteFlow has it."""
+
+    sigma_max = 1.0
+
+    def __init__(self, shift: float = 1.0, steps: int = 1000) -> None:
+        self.shift = shift
+        self.sigmas = self.sigma(torch.arange(1, steps + 1, dtype=torch.float64) / steps).float()
+
+    def sigma(self, t: torch.Tensor) -> torch.Tensor:
+        return self.shift * t / (1 + (self.shift - 1) * t)
+
+    def timestep(self, sigma: torch.Tensor) -> torch.Tensor:
+        """1000·t for each σ (the shift undone)."""
+        return 1000 * sigma / (self.shift - (self.shift - 1) * sigma)
+
+    def sample_sigmas(self, count: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Training noise levels for a student: a uniform timestep over the model's own 1000."""
+        return self.sigmas[torch.randint(0, len(self.sigmas), (count,), generator=generator)]
+
+    def sampling_sigmas(self, steps: int) -> torch.Tensor:
+        """steps noise levels from 1 down, evenly spaced in timestep (ComfyUI's 'normal' on a flow model), then 0."""
+        t = torch.linspace(1, 1 / len(self.sigmas), steps, dtype=torch.float64)
+        return torch.cat([self.sigma(t).float(), torch.zeros(1)])

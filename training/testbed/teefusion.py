@@ -21,7 +21,7 @@ from torch import nn
 from ..checkpoint import write_atomic
 from ..progress import Progress
 from ..sampler import sample
-from .models import UNet, timestep_embedding
+from .models import DiT, UNet, timestep_embedding
 from .model import Testbed
 
 GUIDANCE_RANGE = (1.0, 8.0)
@@ -33,10 +33,13 @@ KIND = "testbed-teefusion-student"
 class GuidanceStudent(nn.Module):
     """The testbed UNet plus a small MLP that turns w into an offset of the time embedding (zero at the start)."""
 
-    def __init__(self, unet: UNet) -> None:
+    def __init__(self, unet: UNet | DiT) -> None:
         super().__init__()
         self.unet = copy.deepcopy(unet).requires_grad_(True)
-        width, time_dim = unet.config.channels[0], 4 * unet.config.channels[0]
+        # The sinusoid's width and the time embedding's: the UNet's first width and 4×, the DiT's width for both.
+        dit = isinstance(unet, DiT)
+        self.sinusoid_width = unet.config.width if dit else unet.config.channels[0]
+        width, time_dim = self.sinusoid_width, unet.config.width if dit else 4 * unet.config.channels[0]
         self.guidance_mlp = nn.Sequential(nn.Linear(width, time_dim), nn.SiLU(), nn.Linear(time_dim, time_dim))
         nn.init.zeros_(self.guidance_mlp[-1].weight)
         nn.init.zeros_(self.guidance_mlp[-1].bias)
@@ -45,8 +48,8 @@ class GuidanceStudent(nn.Module):
                       null: torch.Tensor, guidance: torch.Tensor) -> torch.Tensor:
         """One call: eps(x, σ, c + (w−1)(c − c_null), w)."""
         fused = context + (guidance - 1).view(-1, 1, 1) * (context - null)
-        offset = self.guidance_mlp(timestep_embedding(guidance * GUIDANCE_TO_TIMESTEP, self.unet.config.channels[0]))
-        scale = (sigma ** 2 + 1).rsqrt().view(-1, 1, 1, 1)
+        offset = self.guidance_mlp(timestep_embedding(guidance * GUIDANCE_TO_TIMESTEP, self.sinusoid_width))
+        scale = 1.0 if testbed.flow else (sigma ** 2 + 1).rsqrt().view(-1, 1, 1, 1)
         return self.unet(x * scale, testbed.schedule.timestep(sigma), fused, time_offset=offset)
 
     @torch.no_grad()
@@ -79,7 +82,7 @@ def train_student(testbed: Testbed, steps: int = 2000, batch: int = 64, lr: floa
     for step in range(steps):
         x0, prompts = testbed.sample_training_latents(batch, generator)
         sigma = testbed.sample_sigmas(batch, generator)
-        x = x0 + sigma.view(-1, 1, 1, 1) * torch.randn(x0.shape, generator=generator)
+        x = testbed.noised(x0, torch.randn(x0.shape, generator=generator), sigma)
         c = testbed.encode_prompts(prompts)
         w = GUIDANCE_RANGE[0] + (GUIDANCE_RANGE[1] - GUIDANCE_RANGE[0]) * torch.rand(batch, generator=generator)
         with torch.no_grad():  # CFG at each sample's own w, cond and uncond in one batched call
