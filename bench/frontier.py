@@ -1,6 +1,7 @@
 """Image quality against UNet calls on the testbed: DICE and every peer at equal cost.
 
     python bench/frontier.py --sharpener outputs/testbed.safetensors --prompt-seed 7 --prompts 1000 --budgets 6,10,16,20,40
+    python bench/frontier.py --testbed dit --prompt-seed 2026 --plot outputs/frontier_dit.png   # the transformer testbed
 
 For each budget of UNet calls per image: unguided sampling; CFG at half the steps (the same calls) and at the same
 steps (twice the calls); embedding scaling (the best s of a grid); the training-free fusion c + (w−1)(c − c_null);
