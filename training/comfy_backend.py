@@ -4,7 +4,6 @@ from __future__ import annotations
 import hashlib
 import importlib
 import logging
-import math
 import sys
 import time
 from pathlib import Path
@@ -28,8 +27,6 @@ from .sampler import sample
 
 # Prompts for --ckpt without --data: written for the pack, the way people prompt SD1.5 and SDXL checkpoints.
 SHIPPED_PROMPTS = Path(__file__).resolve().parent / "prompts" / "sd_prompts.txt"
-# Where the prompts' token counts must match for one call (models whose sampler cannot tile contexts), a batch
-# draws its other prompts from the first one's group.
 
 
 def import_comfy(root: Path):
@@ -243,13 +240,11 @@ class ComfyBackend:
 
     def join_contexts(self, contexts: list[torch.Tensor]) -> list[torch.Tensor] | None:
         """As ComfyUI's sampler batches conditionings: tiled to a common length where the model's cross-attention
-        allows (CONDCrossAttn, up to 4 repeats), else only contexts of one length."""
-        lengths = {c.shape[1] for c in contexts}
-        if len(lengths) == 1:
+        gives the same result for a tiled sequence (CONDCrossAttn; ComfyUI stops at 4 repeats for speed, the result
+        is the same), else only contexts of one length (SD3's joint attention, PixArt's CONDRegular)."""
+        if len({c.shape[1] for c in contexts}) == 1:
             return contexts
-        if not self.tiles_contexts or math.lcm(*lengths) // min(lengths) > 4:
-            return None
-        return repeat_to_common_length(contexts)
+        return repeat_to_common_length(contexts) if self.tiles_contexts else None
 
     def encode_vectors(self, prompts: list[str]) -> torch.Tensor | None:
         """The pooled text output, for models whose extra_conds turns it into y (SDXL with the sizes, SD3 as it is)."""
