@@ -66,12 +66,6 @@ def parse_args() -> argparse.Namespace:
     return options
 
 
-def testbed_weights(kind: str) -> Path:
-    from dice_pack.training.testbed.model import DENOISERS
-
-    return DENOISERS[kind] / ("dit.safetensors" if kind == "dit" else "unet.safetensors")
-
-
 def check_trained_for(weights: Path, files: list[str]) -> None:
     """Refuse a sharpener or adapter trained on the other testbed (its metadata names its base model's sha256)."""
     from safetensors import safe_open
@@ -194,11 +188,11 @@ def main() -> None:
     load_pack()
     from dice_pack.sharpeners import load_sharpener, sharpen
     from dice_pack.sharpeners.adapter_file import load_adapter
-    from dice_pack.training.testbed.model import DENOISERS, Testbed
+    from dice_pack.training.testbed.model import DENOISER_FILES, DENOISERS, Testbed
     from dice_pack.training.testbed.teefusion import load_or_train_student
 
     testbed = Testbed.load(DENOISERS[options.testbed])
-    check_trained_for(testbed_weights(options.testbed), [*options.sharpener, *options.adapter])
+    check_trained_for(DENOISER_FILES[options.testbed], [*options.sharpener, *options.adapter])
     scorer = Scorer(testbed, options.prompts, options.prompt_seed)
     count = options.prompts
     context, null = testbed.encode_prompts(scorer.captions[:count]), testbed.null_embedding()

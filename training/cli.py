@@ -108,7 +108,7 @@ def read_prompt_lines(path: str, what: str) -> list[str]:
 
 
 def testbed_run(args: argparse.Namespace):
-    from .testbed.model import DENOISERS, Testbed
+    from .testbed.model import DENOISER_FILES, DENOISERS, Testbed
 
     folder = DENOISERS[args.testbed]
     backend = Testbed.load(folder)
@@ -116,7 +116,7 @@ def testbed_run(args: argparse.Namespace):
         backend.set_precision(PRECISIONS[args.mixed_precision])
     dit = args.testbed == "dit"
     info = RunInfo(model_family="testbed-minilm", base_checkpoint="dice-testbed-dit" if dit else "dice-testbed",
-                   base_checkpoint_sha256=file_sha256(folder / ("dit.safetensors" if dit else "unet.safetensors")),
+                   base_checkpoint_sha256=file_sha256(DENOISER_FILES[args.testbed]),
                    prediction_type="flow" if dit else "eps")
     return backend, info, "testbed_dit" if dit else "testbed", TESTBED_SAMPLE_PROMPTS
 

@@ -296,9 +296,9 @@ def build_dit(work: Path, latents: torch.Tensor, embeddings: torch.Tensor, capti
     schedule = FlowSchedule(config["dit_shift"])
 
     def noising(x0: torch.Tensor, generator: torch.Generator):
-        sigma = schedule.sigma(torch.sigmoid(torch.randn(len(x0), generator=generator))).view(-1, 1, 1, 1)
+        sigma = schedule.sigma(torch.sigmoid(torch.randn(len(x0), generator=generator)))
         noise = torch.randn(x0.shape, generator=generator)
-        return (1 - sigma) * x0 + sigma * noise, schedule.timestep(sigma.flatten()), noise - x0
+        return schedule.noised(x0, noise, sigma), schedule.timestep(sigma), noise - x0
 
     make = lambda: DiT(DiTConfig(width=config["dit_width"], depth=config["dit_depth"]))  # noqa: E731
     return train_denoiser(work, "dit.safetensors", make, noising, latents, embeddings, caption_index, config, "dit")

@@ -24,6 +24,8 @@ WEIGHTS = Path(__file__).resolve().parent / "weights"
 # The transformer testbed: a DiT trained with flow matching on the same data, text encoder and autoencoder.
 DIT_WEIGHTS = Path(__file__).resolve().parent / "weights_dit"
 DENOISERS = {"unet": WEIGHTS, "dit": DIT_WEIGHTS}
+# Each testbed's denoiser weights: the file a sharpener trained on it names by sha256.
+DENOISER_FILES = {"unet": WEIGHTS / "unet.safetensors", "dit": DIT_WEIGHTS / "dit.safetensors"}
 TRAINING_POOL, TRAINING_POOL_SEED = 2000, 777  # captions a sharpener trains on; evaluation uses other seeds
 
 
@@ -126,8 +128,7 @@ class Testbed:
         return repeat_to_common_length(contexts)  # cross-attention only: a tiled sequence gives the same result
 
     def noised(self, x0: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        sigma = sigma.view(-1, *[1] * (x0.ndim - 1))
-        return (1 - sigma) * x0 + sigma * noise if self.flow else x0 + sigma * noise
+        return self.schedule.noised(x0, noise, sigma)
 
     def set_precision(self, dtype: torch.dtype) -> None:
         """The UNet's arithmetic in dtype from now on (its weights stay fp32, cast per operation by autocast)."""

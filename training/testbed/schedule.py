@@ -17,6 +17,10 @@ class DiscreteSchedule:
     def sigma_max(self) -> float:
         return float(self.sigmas[-1])
 
+    def noised(self, x0: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """x_σ = x_0 + σ·ε for a batch of σ."""
+        return x0 + sigma.view(-1, *[1] * (x0.ndim - 1)) * noise
+
     def timestep(self, sigma: torch.Tensor) -> torch.Tensor:
         """The (fractional) timestep of each σ, interpolating in log σ."""
         log_sigma = sigma.log().clamp(self.log_sigmas[0], self.log_sigmas[-1])
@@ -49,6 +53,11 @@ class FlowSchedule:
 
     def sigma(self, t: torch.Tensor) -> torch.Tensor:
         return self.shift * t / (1 + (self.shift - 1) * t)
+
+    def noised(self, x0: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """x_σ = (1 − σ)·x_0 + σ·ε for a batch of σ."""
+        sigma = sigma.view(-1, *[1] * (x0.ndim - 1))
+        return (1 - sigma) * x0 + sigma * noise
 
     def timestep(self, sigma: torch.Tensor) -> torch.Tensor:
         """1000·t for each σ (the shift undone)."""
