@@ -11,6 +11,7 @@ import folder_paths
 from ..sharpeners.adapter_file import load_adapter
 
 FOLDER_NAME = "loras"  # adapters are LoRAs: ComfyUI's LoraLoader finds them in the same folder
+DEFAULT_CFG = 5.0  # the trainer's default scale: an adapter trained at it gives at 5 exactly what it gave before the knob
 
 
 class LoadDICEAdapter:
@@ -37,18 +38,27 @@ class LoadDICEAdapter:
                                  {"tooltip": "A DICE adapter in models/loras (<checkpoint>_dice_adapter.safetensors)."}),
                 "strength": ("FLOAT", {
                     "default": 1.0, "min": 0.0, "max": 2.0, "step": 0.05, "display": "slider",
-                    "tooltip": "How much of the adapter: 0 = the plain model (unguided at cfg 1.0), 1 = the CFG scale "
-                               "it was trained for (its guidance_scale)."}),
+                    "tooltip": "A multiplier on top of cfg, as any LoRA's strength: 0 = the plain model (unguided at "
+                               "the KSampler's cfg 1.0), 1 = the guidance cfg asks for."}),
+                "cfg": ("FLOAT", {
+                    "default": DEFAULT_CFG, "min": 1.0, "max": 30.0, "step": 0.1, "round": 0.01,
+                    "tooltip": "The guidance scale, in CFG's own units: the image CFG would give at this scale, for one "
+                               "UNet call per step (keep the KSampler's own cfg at 1.0). 1 = the plain model. An adapter "
+                               "trained with --guidance-range follows it over that range (e.g. 1-10); an older one was "
+                               "trained at one scale (5) and only scales its strength."}),
             }
         }
 
-    def load(self, model, adapter_name, strength):
+    def load(self, model, adapter_name, strength, cfg=DEFAULT_CFG):
         path = folder_paths.get_full_path_or_raise(FOLDER_NAME, adapter_name)
         adapter = load_adapter(path)
         adapter.check_names(set(comfy.lora.model_lora_keys_unet(model.model, {})),
                             f"this {type(model.model.model_config).__name__} model")
-        logging.info("DICE: loaded %s", adapter.summary())
-        if strength == 0:
+        lora_strength, warning = adapter.strength_at(cfg, strength)
+        logging.info("DICE: loaded %s; cfg %g → strength %.3f", adapter.summary(), cfg, lora_strength)
+        if warning:
+            logging.warning("DICE: %s", warning)
+        if lora_strength == 0:
             return (model,)
-        adapted, _ = comfy.sd.load_lora_for_models(model, None, adapter.tensors, strength, 0)
+        adapted, _ = comfy.sd.load_lora_for_models(model, None, adapter.tensors, lora_strength, 0)
         return (adapted,)

@@ -1,6 +1,7 @@
 """The pack's ComfyUI nodes. The ids in NODE_CLASS_MAPPINGS are saved in workflows: never change them."""
 from .adapter_loader import LoadDICEAdapter
 from .loader import LoadDICESharpener, register_sharpener_folder
+from .negative_prompt import DICENegativePrompt
 from .negative_shift import NegativeShift
 from .sharpen import SharpenConditioning
 
@@ -11,6 +12,7 @@ NODE_CLASS_MAPPINGS = {
     "DICESharpenConditioning": SharpenConditioning,
     "DICENegativeShift": NegativeShift,
     "DICEAdapterLoader": LoadDICEAdapter,
+    "DICENegativePrompt": DICENegativePrompt,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -18,4 +20,5 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "DICESharpenConditioning": "Sharpen Conditioning",
     "DICENegativeShift": "Negative Shift",
     "DICEAdapterLoader": "Load DICE Guidance Adapter",
+    "DICENegativePrompt": "DICE Negative Prompt",
 }

@@ -39,6 +39,15 @@ def linear_layers(model: nn.Module, selection: str, attention: tuple[str, ...], 
     return paths
 
 
+def strength_for_guidance(guidance, reference_scale: float, exponent: float = 1.0):
+    """The adapter strength that stands for CFG scale guidance (a number or a tensor), for an adapter whose strength 1
+    is CFG at reference_scale: ((w − 1) / (reference − 1)) ** exponent, so cfg 1 is the plain model, as CFG at 1 is
+    the unguided call, and the reference scale is strength 1."""
+    if not reference_scale > 1:
+        raise ValueError(f"an adapter's reference CFG scale must be above 1, got {reference_scale!r}")
+    return ((guidance - 1) / (reference_scale - 1)) ** exponent
+
+
 def lora_name(module_path: str) -> str:
     """'input_blocks.1.1.transformer_blocks.0.attn1.to_q' → 'lora_unet_input_blocks_1_1_transformer_blocks_0_attn1_to_q'."""
     return LORA_PREFIX + module_path.replace(".", "_")
@@ -89,7 +98,7 @@ class GuidanceAdapter(nn.Module):
         self.paths = sorted(shapes)
         # ModuleDict keys cannot hold dots; the kohya name is unique per path and is also the file's key.
         self.layers = nn.ModuleDict({lora_name(p): LoRA(*shapes[p], config.rank) for p in self.paths})
-        self.strength = 1.0
+        self.strength: float | torch.Tensor = 1.0  # one number, or one per sample of the batch (the knob in training)
         self._handles: list = []
 
     @classmethod
@@ -121,10 +130,13 @@ class GuidanceAdapter(nn.Module):
 
     def _hook(self, lora: LoRA):
         def add_delta(module, inputs, output):
-            if self.strength == 0:
+            strength = self.strength
+            if not torch.is_tensor(strength) and strength == 0:
                 return output
-            delta = lora(inputs[0].to(lora.down.dtype)) * (self.config.scale * self.strength)
-            return output + delta.to(output.dtype)
+            delta = lora(inputs[0].to(lora.down.dtype))
+            if torch.is_tensor(strength):  # one strength per sample: over the batch dimension of the layer's output
+                strength = strength.to(delta).view(-1, *[1] * (delta.ndim - 1))
+            return output + (delta * (self.config.scale * strength)).to(output.dtype)
         return add_delta
 
     @contextlib.contextmanager

@@ -3,6 +3,7 @@
 trained for. Read with safetensors only, checked, and refused by name when anything does not fit."""
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -11,11 +12,12 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
-from .adapter import LORA_PREFIX, AdapterConfig, GuidanceAdapter, lora_name
+from .adapter import LORA_PREFIX, AdapterConfig, GuidanceAdapter, lora_name, strength_for_guidance
 from .errors import DiceError
 from .safefile import sniff_safetensors, write_safetensors
 
 FORMAT_NAME = "dice-guidance-adapter"
+KNOB = "strength = ((cfg - 1) / (guidance_scale - 1)) ** knob_exponent"  # sharpeners.adapter.strength_for_guidance
 FORMAT_VERSION = 1
 # kohya's base-model names, which the webuis' Lora tab reads to sort LoRAs by model.
 KOHYA_BASE = {"sd15": "sd_v1", "sd2": "sd_v2", "sdxl": "sdxl_base_v1-0"}
@@ -37,6 +39,19 @@ class AdapterInfo:
     clip_skip: int = 1
     training_steps: int = 0
     sharpener: str = ""  # the sharpener file trained with it, when both were trained together
+    # The CFG scales it was trained over (the knob's range); 0, 0 in files trained at guidance_scale alone.
+    guidance_min: float = 0.0
+    guidance_max: float = 0.0
+    knob_exponent: float = 1.0
+    knob: str = KNOB  # how a CFG scale becomes a strength, for people and tools reading the metadata
+    # Trained to take negative prompts through NAG with these settings (0, 0, 0: not trained with negatives so).
+    nag_scale: float = 0.0
+    nag_tau: float = 0.0
+    nag_alpha: float = 0.0
+
+
+# Metadata fields a file written before they existed lacks; it reads with their defaults.
+ADDED_LATER = {"guidance_min", "guidance_max", "knob_exponent", "knob", "nag_scale", "nag_tau", "nag_alpha"}
 
 
 @dataclass(frozen=True)
@@ -56,7 +71,31 @@ class AdapterFile:
     def summary(self) -> str:
         c, i = self.config, self.info
         return (f"{Path(self.path).name or 'adapter'}: rank {c.rank} on {len(self.names)} {c.layers} layers, {i.model_family}, "
-                f"base '{i.base_checkpoint or 'unknown'}', trained at CFG {i.guidance_scale:g}")
+                f"base '{i.base_checkpoint or 'unknown'}', trained at CFG {self.trained_scales()}")
+
+    def trained_scales(self) -> str:
+        """'2–9' for a file trained over a range of CFG scales, '5' for one trained at one."""
+        i = self.info
+        return f"{i.guidance_min:g}–{i.guidance_max:g}" if self.has_knob else f"{i.guidance_scale:g}"
+
+    @property
+    def has_knob(self) -> bool:
+        """Trained over a range of CFG scales, so its strength follows the cfg knob (files before 2026-12 were not)."""
+        return self.info.guidance_max > self.info.guidance_min
+
+    def strength_at(self, cfg: float, strength: float = 1.0) -> tuple[float, str | None]:
+        """The LoRA strength for CFG scale cfg (times the user's strength), and a warning when cfg lies outside the
+        scales the file was trained for (the strength is then extrapolated, which tracks CFG less well)."""
+        if not math.isfinite(cfg) or cfg < 1:
+            raise AdapterFileError(f"cfg {cfg!r}: a CFG scale of 1 or more (1 = the plain model)")
+        i = self.info
+        low, high = (i.guidance_min, i.guidance_max) if self.has_knob else (i.guidance_scale, i.guidance_scale)
+        warning = None
+        if not low - 1e-6 <= cfg <= high + 1e-6 and cfg != 1:
+            warning = (f"{Path(self.path).name}: cfg {cfg:g} is outside the scales it was trained for "
+                       f"({self.trained_scales()}); its strength is extrapolated ({KNOB})"
+                       + ("" if self.has_knob else ": retrain with --guidance-range for a knob that tracks CFG"))
+        return strength * strength_for_guidance(cfg, i.guidance_scale, i.knob_exponent), warning
 
     def check_names(self, available: set[str], model_kind: str = "this model") -> None:
         """Refuse a model that lacks some of the adapter's layers (a LoRA loader would skip them silently)."""
@@ -141,7 +180,8 @@ def load_adapter(path: str | os.PathLike) -> AdapterFile:
         raise AdapterFileError(f"{path}: metadata describes an impossible adapter: {error}") from None
     numbers = {"int": int, "float": float}  # the fields' annotations, as strings under postponed evaluation
     info = AdapterInfo(**{f.name: _number(values, f.name, path, numbers[f.type]) if f.type in numbers
-                          else values.get(f.name, f.default) for f in fields(AdapterInfo)})
+                          else values.get(f.name, f.default) for f in fields(AdapterInfo)
+                          if f.name in values or f.name not in ADDED_LATER})
     names = sorted(k[: -len(".lora_down.weight")] for k in tensors if k.endswith(".lora_down.weight"))
     if not names or any(not n.startswith(LORA_PREFIX) for n in names):
         raise AdapterFileError(f"{path}: holds no {LORA_PREFIX}… LoRA layers")

@@ -28,7 +28,8 @@ pytestmark = [
     pytest.mark.skipif(not COMFYUI_PATH, reason="COMFYUI_PATH is not set: no real ComfyUI host to test the nodes in"),
 ]
 NODE_IDS = {"DICESharpenerLoader": "Load DICE Sharpener", "DICESharpenConditioning": "Sharpen Conditioning",
-            "DICENegativeShift": "Negative Shift", "DICEAdapterLoader": "Load DICE Guidance Adapter"}
+            "DICENegativeShift": "Negative Shift", "DICEAdapterLoader": "Load DICE Guidance Adapter",
+            "DICENegativePrompt": "DICE Negative Prompt"}
 WORKFLOWS = sorted((PACK_ROOT / "example_workflows").glob("*.json"))
 
 
@@ -149,6 +150,9 @@ def api_prompt(host: Host, workflow: Path, **changes) -> dict:
         elif kind == "DICEAdapterLoader":
             inputs["adapter_name"] = changes.get("adapter", "random_sd15_dice_adapter.safetensors")
             inputs["strength"] = changes.get("strength", inputs["strength"])
+            inputs["cfg"] = changes.get("adapter_cfg", inputs["cfg"])
+        elif kind == "DICENegativePrompt":
+            inputs["scale"] = changes.get("negative_scale", inputs["scale"])
         elif kind == "EmptyLatentImage":
             inputs.update(width=64, height=64)
         elif kind == "KSampler":
@@ -281,3 +285,42 @@ def test_a_bad_adapter_gives_a_clear_error_naming_the_file_and_the_host_keeps_wo
     assert error["node_type"] == "DICEAdapterLoader" and message in error["exception_message"], error
     assert host.process.poll() is None
     assert host.run(api_prompt(host, ADAPTER_WORKFLOW))["status"]["status_str"] == "success"
+
+
+def with_lora_loader(host: Host, strength: float) -> dict:
+    """The adapter workflow with ComfyUI's own LoraLoaderModelOnly in place of the pack's loader, at strength."""
+    prompt = api_prompt(host, ADAPTER_WORKFLOW)
+    loader = find(prompt, "DICEAdapterLoader")
+    prompt[loader] = {"class_type": "LoraLoaderModelOnly", "inputs": {
+        "model": prompt[loader]["inputs"]["model"], "lora_name": "random_sd15_dice_adapter.safetensors",
+        "strength_model": strength}}
+    return prompt
+
+
+def test_the_cfg_knob_at_the_files_scale_gives_todays_image_and_maps_other_scales_to_strengths(host):
+    """The fixture adapter was trained at one scale (5), as every file before the knob: cfg 5 is its strength 1, cfg 3
+    strength 0.5 ((3 − 1)/(5 − 1)), cfg 1 the plain model."""
+    today = host.image_bytes(host.run(with_lora_loader(host, 1.0)))
+    assert host.image_bytes(host.run(api_prompt(host, ADAPTER_WORKFLOW, adapter_cfg=5.0))) == today
+    half = host.image_bytes(host.run(with_lora_loader(host, 0.5)))
+    assert host.image_bytes(host.run(api_prompt(host, ADAPTER_WORKFLOW, adapter_cfg=3.0))) == half != today
+    plain = api_prompt(host, ADAPTER_WORKFLOW)
+    plain[find(plain, "KSampler")]["inputs"]["model"] = plain[find(plain, "DICEAdapterLoader")]["inputs"]["model"]
+    assert host.image_bytes(host.run(api_prompt(host, ADAPTER_WORKFLOW, adapter_cfg=1.0))) == \
+        host.image_bytes(host.run(plain))
+    before = host.log.read_text()
+    entry = host.run(api_prompt(host, ADAPTER_WORKFLOW, adapter_cfg=12.0))
+    assert entry["status"]["status_str"] == "success"
+    assert "cfg 12 is outside the scales it was trained for (5)" in host.log.read_text()[len(before):]
+
+
+NEGATIVE_WORKFLOW = PACK_ROOT / "example_workflows" / "dice_sd15_adapter_negative_prompt.json"
+
+
+def test_a_negative_prompt_with_the_adapter_changes_the_image_and_scale_one_turns_it_off(host):
+    adapter_alone = host.image_bytes(host.run(api_prompt(host, ADAPTER_WORKFLOW)))
+    with_negative = host.image_bytes(host.run(api_prompt(host, NEGATIVE_WORKFLOW)))
+    assert with_negative != adapter_alone
+    assert host.image_bytes(host.run(api_prompt(host, NEGATIVE_WORKFLOW, negative_scale=1.0))) == adapter_alone
+    empty = host.run(api_prompt(host, NEGATIVE_WORKFLOW, negative_text=""))  # defined: away from the empty prompt
+    assert empty["status"]["status_str"] == "success" and host.image_bytes(empty) != adapter_alone

@@ -205,12 +205,14 @@ def test_a_trained_adapter_loads_through_comfyuis_lora_code_and_samples_at_one_c
     root, python, folder, checkpoint = comfy
     adapter = folder / "loras" / "tiny_sd15_dice_adapter.safetensors"
     done = train(comfy, "--ckpt", str(checkpoint), "--data", str(prompts_file(folder)), "--train", "adapter",
-                 "--steps", "2", "--batch", "2", "--name", "adapter_run", "--out", str(adapter))
+                 "--steps", "2", "--batch", "2", "--name", "adapter_run", "--out", str(adapter),
+                 "--guidance-range", "1,10")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "guidance adapter (rank 8 on" in done.stdout and "transformer layers" in done.stdout
     loaded = load_adapter(adapter)
     assert loaded.info.model_family == "sd15" and loaded.info.base_checkpoint == checkpoint.name
     assert len(loaded.info.base_checkpoint_sha256) == 64 and loaded.info.guidance_scale == 5.0
+    assert (loaded.info.guidance_min, loaded.info.guidance_max) == (1.0, 10.0)
     assert oct(adapter.stat().st_mode & 0o777) == oct(0o666 & ~current_umask())
     run = subprocess.run([python, str(PACK_ROOT / "tests" / "host_checks" / "calls_per_step.py"),
                           "--comfy-root", str(root), "--ckpt", str(checkpoint), "--adapter", str(adapter)],
@@ -222,6 +224,16 @@ def test_a_trained_adapter_loads_through_comfyuis_lora_code_and_samples_at_one_c
     assert "lora key not loaded" not in run.stderr
     assert {(c["sampler"], c["scheduler"]) for c in report["cases"]} >= {("euler", "normal"), ("dpmpp_2m", "normal"),
                                                                           ("dpmpp_2m", "karras")}
+    for case in report["cases"]:
+        assert case["calls"] == case["steps"] and case["batch_sizes"] == [1], case
+    # The cfg knob and a negative prompt (DICE Negative Prompt) keep it at one call of batch 1 per step.
+    run = subprocess.run([python, str(PACK_ROOT / "tests" / "host_checks" / "calls_per_step.py"),
+                          "--comfy-root", str(root), "--ckpt", str(checkpoint), "--adapter", str(adapter),
+                          "--adapter-cfg", "7", "--negative", "blurry, watermark", "--cases", "euler:normal,dpmpp_2m:karras"],
+                         capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads(run.stdout.strip().splitlines()[-1])
+    assert report["negative_patches"] > 0 and report["patched_weights"] == len(loaded.names)
     for case in report["cases"]:
         assert case["calls"] == case["steps"] and case["batch_sizes"] == [1], case
 

@@ -173,3 +173,96 @@ def test_only_dice_adapters_are_checked_and_a_broken_lora_file_is_refused_by_nam
     (tmp_path / "broken.safetensors").write_bytes(b"\x80\x04\x95" + b"\0" * 64)
     with pytest.raises(AdapterFileError, match="broken.safetensors: is a Python pickle"):
         glue.dice_adapters(tmp_path, ["<lora:broken:1>"], layers)
+
+
+class Params:
+    """The webuis' ExtraNetworkParams as their modules/extra_networks.py builds it from <lora:…:…>."""
+
+    def __init__(self, items):
+        self.items, self.positional, self.named = list(items), [], {}
+        for item in items:
+            parts = item.split("=", 2) if isinstance(item, str) else [item]
+            if len(parts) == 2:
+                self.named[parts[0]] = parts[1]
+            else:
+                self.positional.append(item)
+
+
+def knob_adapter(tmp_path, name, **info):
+    from dice_pack.sharpeners.adapter import GuidanceAdapter
+    from dice_pack.sharpeners.adapter_file import AdapterInfo, load_adapter, save_adapter
+
+    save_adapter(tmp_path / f"{name}.safetensors", GuidanceAdapter({"mid.attn": (8, 8)}), AdapterInfo(**info))
+    return load_adapter(tmp_path / f"{name}.safetensors")
+
+
+def test_the_guidance_slider_scales_each_adapters_unet_multiplier_and_leaves_other_loras(tmp_path):
+    knob = knob_adapter(tmp_path, "knob", guidance_min=1.0, guidance_max=10.0, knob_exponent=0.5)
+    old = knob_adapter(tmp_path, "old")
+    factors, warnings = glue.adapter_factors([knob, old], 3.0)
+    assert factors == {"knob": pytest.approx(0.5 ** 0.5), "old": 0.5}
+    assert len(warnings) == 1 and "old.safetensors: cfg 3 is outside" in warnings[0]
+    params = [Params(["knob", "0.8"]), Params(["old"]), Params(["style", "0.7"]), Params(["knob", "1", "0.5", "unet=2"])]
+    glue.scale_adapter_networks(params, factors)
+    assert params[0].named["unet"] == f"{0.8 * 0.5 ** 0.5:.6g}" and params[0].positional == ["knob", "0.8"]
+    assert params[1].named == {"unet": "0.5"} and params[1].items == ["old", "unet=0.5"]
+    assert params[2].named == {} and params[2].items == ["style", "0.7"]
+    assert params[3].named["unet"] == f"{2 * 0.5 ** 0.5:.6g}" and params[3].items.count(f"unet={2 * 0.5 ** 0.5:.6g}") == 1
+    assert glue.adapter_factors([knob], glue.DEFAULT_GUIDANCE) == ({"knob": 1.0}, [])
+
+
+def test_pasted_adapter_images_turn_dice_on_and_images_from_before_the_knob_get_its_default():
+    assert glue.from_infotext({glue.KEY_ADAPTER: "x"}, "enabled", False) is True
+    assert glue.from_infotext({glue.KEY_ADAPTER: "x"}, glue.KEY_GUIDANCE, "keep") == glue.DEFAULT_GUIDANCE
+    assert glue.from_infotext({glue.KEY_ADAPTER: "x", glue.KEY_GUIDANCE: "7"}, glue.KEY_GUIDANCE, "keep") == 7.0
+    assert glue.from_infotext({}, glue.KEY_GUIDANCE, "keep") == "keep"
+
+
+class CrossAttention(torch.nn.Module):
+    """The shape of Automatic1111's and Forge's attention module: to_q, to_k, to_v, to_out[0], heads."""
+
+    def __init__(self, width=16, context=12, heads=2):
+        super().__init__()
+        self.heads = heads
+        self.to_q, self.to_k, self.to_v = (torch.nn.Linear(w, width, bias=False) for w in (width, context, context))
+        self.to_out = torch.nn.Sequential(torch.nn.Linear(width, width), torch.nn.Dropout(0.0))
+
+    def forward(self, x, context):
+        split = lambda t: t.unflatten(-1, (self.heads, -1)).transpose(1, 2)  # noqa: E731
+        q, k, v = split(self.to_q(x)), split(self.to_k(context)), split(self.to_v(context))
+        z = torch.nn.functional.scaled_dot_product_attention(q, k, v).transpose(1, 2).flatten(2)
+        return self.to_out(z)
+
+
+def test_the_negative_prompts_hooks_apply_nag_to_every_attn2_and_leave_the_model_as_it_was():
+    from dice_pack.sharpeners.nag import NAGSettings, normalized_attention_guidance
+
+    torch.manual_seed(0)
+    unet = torch.nn.ModuleDict({"attn1": CrossAttention(context=16), "attn2": CrossAttention()})
+    x, context, negative = torch.randn(3, 5, 16), torch.randn(3, 7, 12), torch.randn(1, 9, 12)
+    plain = unet["attn2"](x, context)
+    settings = NAGSettings(scale=3.0, tau=2.5, alpha=0.5)
+    hooks = glue.NegativeAttention(negative, settings)
+    assert hooks.attach(unet) == 1
+    guided = unet["attn2"](x, context)
+    hooks.detach()
+    attn2 = unet["attn2"]
+    split = lambda t: t.unflatten(-1, (2, -1)).transpose(1, 2)  # noqa: E731
+    q = split(attn2.to_q(x))
+    z_pos = torch.nn.functional.scaled_dot_product_attention(q, split(attn2.to_k(context)), split(attn2.to_v(context)))
+    z_neg = torch.nn.functional.scaled_dot_product_attention(q, split(attn2.to_k(negative)).expand(3, -1, -1, -1),
+                                                             split(attn2.to_v(negative)).expand(3, -1, -1, -1))
+    flat = lambda t: t.transpose(1, 2).flatten(2)  # noqa: E731
+    expected = attn2.to_out(normalized_attention_guidance(flat(z_pos), flat(z_neg), settings))
+    torch.testing.assert_close(guided, expected, atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(guided, plain, atol=1e-3)
+    torch.testing.assert_close(unet["attn2"](x, context), plain)  # detached: the plain module again
+
+
+def test_negative_strength_takes_the_adapters_trained_nag_settings_and_refuses_bad_values(tmp_path):
+    trained = knob_adapter(tmp_path, "nag", nag_scale=3.0, nag_tau=2.0, nag_alpha=0.25)
+    assert glue.negative_settings([trained], 4.0) == glue.NAGSettings(4.0, 2.0, 0.25)
+    assert glue.negative_settings([knob_adapter(tmp_path, "plain")], 2.0) == glue.NAGSettings(2.0, glue.NAG_DEFAULTS.tau,
+                                                                                             glue.NAG_DEFAULTS.alpha)
+    with pytest.raises(ConditioningError, match="negative prompt strength: NAG scale must be a number of at least 1"):
+        glue.negative_settings([trained], 0.5)

@@ -91,7 +91,8 @@ def test_script_info_lists_the_accordion_with_its_inputs_in_order(webui):
     found = [s for s in webui.call("/sdapi/v1/script-info") if s["name"] == TITLE.lower()]
     assert {s["is_img2img"] for s in found} == {False, True}
     labels = [a["label"] for a in found[0]["args"]]
-    assert labels[1:] == ["Sharpener", "Sharpening α", "Negative shift β"], labels
+    assert labels[1:] == ["Sharpener", "Sharpening α", "Negative shift β", "Adapter guidance (CFG scale)",
+                          "Adapter negative prompt strength"], labels
 
 
 def test_dice_makes_one_call_of_batch_one_per_step_and_leaves_the_settings_as_they_were(webui):
@@ -205,3 +206,28 @@ def test_a_bad_adapter_stops_the_generation_naming_the_file_and_the_host_keeps_r
     images, info = webui.generate([True, "None", 1.0, 0.5], prompt=f"a red fox <lora:{adapter}:1>")
     assert images == [] and message in info["extra_generation_params"]["DICE error"]
     assert len(webui.generate([True, "None", 1.0, 0.5], prompt=f"a red fox {ADAPTER}")[0]) == 1
+
+
+def test_the_adapter_guidance_slider_is_the_knob_in_cfg_units_at_one_call_per_step(webui):
+    """The fixture adapter was trained at one scale (5): guidance 3 is its strength 0.5, the default 5 its strength 1."""
+    prompt = f"{PROMPT['prompt']} {ADAPTER}"
+    at_five = webui.generate([True, "None", 1.0, 0.5], prompt=prompt)[0][0]
+    images, info = webui.generate([True, "None", 1.0, 0.5, 3.0], prompt=prompt)
+    assert webui.calls() == [1] * STEPS
+    half = webui.generate([True, "None", 1.0, 0.5], prompt=f"{PROMPT['prompt']} <lora:random_sd15_dice_adapter:0.5>")[0][0]
+    assert np.array_equal(images[0], half) and changed(images[0], at_five)
+    assert "DICE guidance: 3" in info["infotexts"][0]
+    assert "outside the scales it was trained for (5)" in info["infotexts"][0] + info.get("comments", "")
+    assert np.array_equal(webui.generate([True, "None", 1.0, 0.5, 5.0], prompt=prompt)[0][0], at_five)
+
+
+def test_a_negative_prompt_with_an_adapter_acts_in_the_one_call_and_strength_one_turns_it_off(webui):
+    prompt = f"{PROMPT['prompt']} {ADAPTER}"
+    without = webui.generate([True, "None", 1.0, 0.5], prompt=prompt)[0][0]
+    images, info = webui.generate([True, "None", 1.0, 0.5, 5.0, 3.0], prompt=prompt, negative_prompt="blurry, watermark")
+    assert webui.calls() == [1] * STEPS
+    assert changed(images[0], without) and "DICE negative strength: 3" in info["infotexts"][0]
+    off = webui.generate([True, "None", 1.0, 0.5, 5.0, 1.0], prompt=prompt, negative_prompt="blurry, watermark")[0][0]
+    assert np.array_equal(off, without)
+    # The hooks are gone once the generation ends: the same request without a negative is the image without one.
+    assert np.array_equal(webui.generate([True, "None", 1.0, 0.5, 5.0, 3.0], prompt=prompt)[0][0], without)

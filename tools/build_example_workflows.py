@@ -13,6 +13,9 @@ SHARPENER = "dreamshaper_8_dice.safetensors"
 ADAPTER = "dreamshaper_8_dice_adapter.safetensors"
 PROMPT = "a cozy cabin in a snowy forest at dusk, warm light in the windows, detailed, photograph"
 NEGATIVE = "blurry, low quality, watermark, text"
+CFG = 5.0  # the adapter's cfg knob, in CFG's own units
+# DICE Negative Prompt's NAG settings: the node's own defaults.
+NEGATIVE_SCALE, NEGATIVE_TAU, NEGATIVE_ALPHA = 3.0, 2.5, 0.5
 
 # Output slots of each node type used here: (name, type).
 OUTPUTS = {
@@ -22,6 +25,7 @@ OUTPUTS = {
     "DICESharpenConditioning": [("conditioning", "CONDITIONING")],
     "DICENegativeShift": [("conditioning", "CONDITIONING")],
     "DICEAdapterLoader": [("model", "MODEL")],
+    "DICENegativePrompt": [("model", "MODEL")],
     "EmptyLatentImage": [("LATENT", "LATENT")],
     "KSampler": [("LATENT", "LATENT")],
     "KSamplerAdvanced": [("LATENT", "LATENT")],
@@ -36,6 +40,7 @@ INPUTS = {
                                 ("sharpener", "DICE_SHARPENER")],
     "DICENegativeShift": [("conditioning", "CONDITIONING"), ("negative", "CONDITIONING"), ("null", "CONDITIONING")],
     "DICEAdapterLoader": [("model", "MODEL")],
+    "DICENegativePrompt": [("model", "MODEL"), ("negative", "CONDITIONING")],
     "KSampler": [("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
                  ("latent_image", "LATENT")],
     "KSamplerAdvanced": [("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
@@ -155,7 +160,7 @@ def adapter_graph() -> tuple[Graph, int, int, int]:
     checkpoint = g.node("CheckpointLoaderSimple", (30, 200), (320, 100), [CHECKPOINT])
     positive = g.node("CLIPTextEncode", (400, 40), (420, 150), [PROMPT], "Prompt")
     empty = g.node("CLIPTextEncode", (400, 240), (420, 90), [""], "Empty prompt (never run at cfg 1.0)")
-    adapter = g.node("DICEAdapterLoader", (880, 40), (320, 110), [ADAPTER, 1.0])
+    adapter = g.node("DICEAdapterLoader", (880, 40), (320, 130), [ADAPTER, 1.0, CFG])
     g.link(checkpoint, 0, adapter, "model")
     for encoder in (positive, empty):
         g.link(checkpoint, 1, encoder, "clip")
@@ -191,9 +196,23 @@ def main() -> None:
                  "The DICE guidance adapter at cfg 1.0: one UNet call per step, with an adapter that sees every step.\n\n"
                  f"Put its file ({ADAPTER}, made by training/train.py --train adapter) in models/loras. It is a LoRA: "
                  "the plain Load LoRA node loads it too, but Load DICE Guidance Adapter checks that it is one and fits "
-                 "your checkpoint.\n\nstrength acts like the guidance scale: 0 = unguided, 1 = the CFG it was "
-                 "trained for.\n\nKeep the KSampler's cfg at 1.0.", model=(adapter, 0))
+                 "your checkpoint.\n\nThe adapter's cfg is the guidance scale in CFG's own units (3-9 as you would "
+                 "set CFG; 1 = unguided); strength multiplies it as any LoRA's.\n\nKeep the KSampler's cfg at 1.0.",
+                 model=(adapter, 0))
     g.write("dice_sd15_guidance_adapter.json")
+    g, adapter, prompt, empty = adapter_graph()
+    negative = g.node("CLIPTextEncode", (400, 380), (420, 130), [NEGATIVE], "Negative prompt")
+    g.link(1, 1, negative, "clip")
+    steer = g.node("DICENegativePrompt", (880, 220), (320, 150), [NEGATIVE_SCALE, NEGATIVE_TAU, NEGATIVE_ALPHA])
+    g.link(adapter, 0, steer, "model")
+    g.link(negative, 0, steer, "negative")
+    sampler_tail(g, prompt, empty,
+                 "The guidance adapter with a negative prompt, still one UNet call per step at cfg 1.0.\n\n"
+                 "At cfg 1.0 the KSampler's own negative input is never run: DICE Negative Prompt puts the negative "
+                 "prompt inside the adapted model's one call (every cross-attention is pushed away from it).\n\n"
+                 "scale: how hard (1 = off). Set the guidance itself with the adapter's cfg.",
+                 model=(steer, 0))
+    g.write("dice_sd15_adapter_negative_prompt.json")
 
 
 if __name__ == "__main__":

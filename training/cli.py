@@ -56,7 +56,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=None, help="AdamW learning rate (default 2e-4, the paper's; testbed 1e-3)")
     p.add_argument("--lr-schedule", choices=["constant", "cosine"], default="constant",
                    help="constant (the default, as in the paper), or a cosine decay to zero by the last step")
-    p.add_argument("--guidance", type=float, default=5.0, help="the CFG scale the sharpener learns to imitate")
+    p.add_argument("--guidance", type=float, default=5.0, help="the CFG scale the sharpener learns to imitate; with "
+                   "--guidance-range, the scale at the adapter's strength 1")
+    p.add_argument("--guidance-range", metavar="LOW,HIGH", help="with an adapter: each sample draws its CFG scale from "
+                   "this range and the adapter learns CFG at every scale in it at strength (w − 1)/(guidance − 1), so one "
+                   "file serves a cfg knob in CFG's own units (e.g. 1,10; default: none, the adapter learns --guidance alone)")
+    p.add_argument("--knob-exponent", type=float, default=1.0, help="with --guidance-range: the knob's map from CFG "
+                   "scale w to strength, ((w − 1)/(guidance − 1)) ** this")
+    p.add_argument("--nag", metavar="SCALE,TAU,ALPHA", help="with --negatives and an adapter: the negative prompt "
+                   "reaches the student's one call through Normalized Attention Guidance with these settings, and the "
+                   "adapter learns CFG with that negative (its file records them, and the hosts apply the same NAG)")
+    p.add_argument("--negative-share", type=float, default=None, help="with --negatives: the share of samples whose "
+                   "reference is a negative prompt, the rest the empty prompt (default 1, the paper's, for a sharpener "
+                   "alone; 0.5 with an adapter, which must also serve prompts with no negative)")
     p.add_argument("--loss", choices=["l1", "l2"], default="l1")
     p.add_argument("--negatives", help="a text file of negative prompts, one a line, used in place of the empty prompt")
     p.add_argument("--clip-skip", type=int, default=1, help="as in ComfyUI's CLIP Set Last Layer (2 = skip one)")
@@ -150,6 +162,9 @@ def main(argv: list[str] | None = None) -> dict:
     out = Path(args.out) if args.out else default_output(args, name, "sharpeners")
     adapter_out = None
     if args.train == "adapter":
+        if args.adapter_out:
+            raise SystemExit(f"--adapter-out goes with --train both; with --train adapter the adapter is the run's only "
+                             f"file: name it with --out {args.adapter_out}")
         adapter_out = Path(args.out) if args.out else default_output(args, f"{name}_adapter", "loras")
     elif args.train == "both":
         adapter_out = Path(args.adapter_out) if args.adapter_out else default_output(args, f"{name}_adapter", "loras")
@@ -161,6 +176,13 @@ def main(argv: list[str] | None = None) -> dict:
         if not resume.is_file():
             raise SystemExit(f"--resume: no checkpoint at {resume}")
     negatives = read_prompt_lines(args.negatives, "--negatives") if args.negatives else []
+    scales = parse_guidance_range(args)
+    if args.negative_share is not None and not negatives:
+        raise SystemExit("--negative-share goes with --negatives (the share of samples given one of its prompts)")
+    if args.negative_share is not None and not 0 < args.negative_share <= 1:
+        raise SystemExit(f"--negative-share {args.negative_share:g}: must be above 0 and at most 1")
+    nag = parse_nag(args, negatives)
+    negative_share = args.negative_share if args.negative_share is not None else (1.0 if args.train == "sharpener" else 0.5)
     config = TrainConfig(
         steps=args.steps or defaults["steps"], batch=args.batch or defaults["batch"],
         lr=args.lr or defaults["lr"], lr_schedule=args.lr_schedule,
@@ -169,7 +191,8 @@ def main(argv: list[str] | None = None) -> dict:
         sample_every=args.sample_every if args.sample_every is not None else defaults["sample_every"],
         sample_prompts=prompts, eval_batch=args.eval_batch, negatives=negatives, mixed_precision=args.mixed_precision,
         attention_context=args.attention, train=args.train, adapter_rank=args.adapter_rank,
-        adapter_layers=args.adapter_layers,
+        adapter_layers=args.adapter_layers, guidance_min=scales[0], guidance_max=scales[1], negative_share=negative_share,
+        nag=nag, knob_exponent=args.knob_exponent,
         inputs=args.inputs or ("forward" if args.train == "sharpener" else "cfg-runs"), micro_batch=args.micro_batch, checkpointing=args.checkpointing,
         default_steps=defaults["steps"], default_batch=defaults["batch"])
     try:
@@ -182,6 +205,41 @@ def main(argv: list[str] | None = None) -> dict:
             raise SystemExit(f"the disk is full ({error.filename or run_dir}); the last checkpoint in {run_dir} "
                              "is intact: free some space and run again with --resume") from None
         raise
+
+
+def parse_nag(args: argparse.Namespace, negatives: list[str]) -> tuple[float, ...]:
+    """--nag SCALE,TAU,ALPHA as NAG's settings, () without it; refused where it cannot mean anything."""
+    if not args.nag:
+        return ()
+    if args.train == "sharpener" or not negatives:
+        raise SystemExit("--nag teaches an adapter negative prompts: add --train adapter and --negatives <file>")
+    from ..sharpeners.nag import NAGSettings
+
+    try:
+        settings = NAGSettings(*(float(v) for v in args.nag.split(",")))
+    except (TypeError, ValueError) as error:
+        raise SystemExit(f"--nag {args.nag}: give NAG's scale, tau and alpha as SCALE,TAU,ALPHA, e.g. 3,2.5,0.5 "
+                         f"({error})") from None
+    return settings.scale, settings.tau, settings.alpha
+
+
+def parse_guidance_range(args: argparse.Namespace) -> tuple[float, float]:
+    """--guidance-range LOW,HIGH as numbers, (0, 0) without one; refused where it cannot mean anything."""
+    if not args.guidance_range or args.guidance_range.strip().lower() == "none":
+        return 0.0, 0.0
+    if args.train == "sharpener":
+        raise SystemExit("--guidance-range trains the adapter's cfg knob: add --train adapter (or both)")
+    try:
+        low, high = (float(v) for v in args.guidance_range.split(","))
+    except ValueError:
+        raise SystemExit(f"--guidance-range {args.guidance_range}: give the lowest and highest CFG scale as LOW,HIGH, "
+                         "e.g. 1,10") from None
+    if not (1 <= low < high and high < 100):
+        raise SystemExit(f"--guidance-range {args.guidance_range}: needs 1 <= LOW < HIGH (CFG scales; 1 is the plain model)")
+    if not args.guidance > 1:
+        raise SystemExit(f"--guidance {args.guidance:g}: with --guidance-range it is the scale at the adapter's strength 1 "
+                         "and must be above 1")
+    return low, high
 
 
 def default_output(args: argparse.Namespace, name: str, kind: str) -> Path:

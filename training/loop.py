@@ -15,6 +15,7 @@ import torch
 from ..sharpeners.adapter import AdapterConfig, GuidanceAdapter
 from ..sharpeners.adapter_file import AdapterInfo, save_adapter
 from ..sharpeners import Sharpener, SharpenerConfig, TrainingInfo, save_sharpener
+from ..sharpeners.nag import NAGSettings
 from .backend import DiffusionBackend
 from .checkpoint import load_state, save_state, write_atomic
 from .distributed import Distributed
@@ -55,8 +56,18 @@ class TrainConfig:
     adapter_rank: int = 8
     adapter_layers: str = "attention"
     inputs: str = "forward"  # the noisy latents trained on: forward-noised data, or the states of CFG's sampling runs
+    guidance_min: float = 0.0  # with guidance_max: each sample draws its CFG scale from this range (the adapter's knob);
+    guidance_max: float = 0.0  # 0, 0: every sample at guidance
+    knob_exponent: float = 1.0  # the knob's map: strength = ((w − 1) / (guidance − 1)) ** knob_exponent
+    negative_share: float = 1.0  # with negatives: the share of samples whose reference is one (the rest: empty prompt)
+    nag: tuple[float, ...] = ()  # with negatives and an adapter: NAG's (scale, tau, alpha), through which the negative reaches the call
     default_steps: int = 0  # the run the plan also prices when this one is shorter (0: this one)
     default_batch: int = 0
+
+
+def guidance_range(config: TrainConfig) -> tuple[float, float] | None:
+    """The range of CFG scales the run draws from, or None for a run at config.guidance alone."""
+    return (config.guidance_min, config.guidance_max) if config.guidance_max > config.guidance_min else None
 
 
 @dataclass
@@ -152,13 +163,19 @@ def make_student(config: TrainConfig, backend: DiffusionBackend, device: torch.d
         adapter = GuidanceAdapter.for_layers(model, paths, AdapterConfig(
             rank=config.adapter_rank, alpha=float(config.adapter_rank), layers=config.adapter_layers))
         adapter.to(device).attach(model)
-    return Student(sharpener, adapter).to(device)
+    nag = NAGSettings(*config.nag) if config.nag else None
+    return Student(sharpener, adapter, reference_scale=config.guidance, nag=nag,
+                   knob_exponent=config.knob_exponent).to(device)
 
 
 def check_resumable(state: dict, config: TrainConfig, resume: Path) -> None:
     """A checkpoint trains the same parts as this run, or the run stops naming the flag that differs."""
     saved = state["config"]
-    asked = {"train": (saved.get("train", "sharpener"), config.train), "inputs": (saved.get("inputs", "forward"), config.inputs)}
+    asked = {"train": (saved.get("train", "sharpener"), config.train), "inputs": (saved.get("inputs", "forward"), config.inputs),
+             "guidance-range": (range_flag(saved.get("guidance_min", 0.0), saved.get("guidance_max", 0.0)),
+                                range_flag(config.guidance_min, config.guidance_max)),
+             "knob-exponent": (saved.get("knob_exponent", 1.0), config.knob_exponent),
+             "nag": (",".join(f"{v:g}" for v in saved.get("nag", ())) or "none", ",".join(f"{v:g}" for v in config.nag) or "none")}
     if config.train != "adapter":
         asked["attention"] = (saved.get("attention_context", "reference"), config.attention_context)
     if config.train != "sharpener":
@@ -168,6 +185,11 @@ def check_resumable(state: dict, config: TrainConfig, resume: Path) -> None:
         if was != now:
             raise SystemExit(f"--resume: {resume} was trained with --{flag} {was}, this run asks for --{flag} {now}; "
                              f"pass --{flag} {was}")
+
+
+def range_flag(low: float, high: float) -> str:
+    """--guidance-range as typed ("2,9"), or "none" for a run at one scale."""
+    return f"{low:g},{high:g}" if high > low else "none"
 
 
 def save_student(student: Student, config: TrainConfig, info: RunInfo, out: Path, adapter_out: Path | None) -> list[Path]:
@@ -185,7 +207,10 @@ def save_student(student: Student, config: TrainConfig, info: RunInfo, out: Path
             model_family=info.model_family, base_checkpoint=info.base_checkpoint,
             base_checkpoint_sha256=info.base_checkpoint_sha256, guidance_scale=config.guidance,
             prediction_type=info.prediction_type, clip_skip=info.clip_skip, training_steps=config.steps,
-            sharpener=out.name if student.sharpener is not None else ""))
+            sharpener=out.name if student.sharpener is not None else "",
+            **({"guidance_min": config.guidance_min, "guidance_max": config.guidance_max,
+                "knob_exponent": config.knob_exponent} if guidance_range(config) else {}),
+            **(dict(zip(("nag_scale", "nag_tau", "nag_alpha"), config.nag)) if config.nag else {})))
         written.append(adapter_out)
     return written
 
@@ -200,13 +225,15 @@ def train(config: TrainConfig, backend: DiffusionBackend, info: RunInfo, run_dir
     optimizer = torch.optim.AdamW(student.parameters(), lr=config.lr, betas=config.betas,
                                   weight_decay=config.weight_decay)
     generator = torch.Generator().manual_seed(config.seed + 1000 * dist.rank)
-    runs = TrajectoryStates(backend, config.guidance, config.negatives) if config.inputs == "cfg-runs" else None
+    scales = guidance_range(config)
+    runs = TrajectoryStates(backend, config.guidance, config.negatives, scales, config.negative_share) \
+        if config.inputs == "cfg-runs" else None
 
     def draw(count: int, source: torch.Generator) -> dict:
         """count training samples: forward-noised data, or states of CFG's own sampling runs."""
         if runs is not None:
             return runs.draw(count, source, dist.device)
-        return make_batch(backend, count, source, config.negatives, dist.device)
+        return make_batch(backend, count, source, config.negatives, dist.device, scales, config.negative_share)
 
     start = 0
     if resume is not None:
@@ -251,7 +278,7 @@ def train(config: TrainConfig, backend: DiffusionBackend, info: RunInfo, run_dir
                              default_steps, default_batch, to_draw(default_steps * default_batch + config.eval_batch)):
             log(line)
     held_out = make_batch(backend, config.eval_batch, torch.Generator().manual_seed(config.seed + 999_999),
-                          config.negatives, dist.device)
+                          config.negatives, dist.device, scales, config.negative_share)
     before = held_out_distances(backend, student, held_out, config.guidance, plan.micro_batch)
     if dist.is_main:
         log(f"held-out distance to CFG: unguided {before['unguided_to_cfg']:.4f}, student {before['sharpened_to_cfg']:.4f}")

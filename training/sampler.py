@@ -25,7 +25,7 @@ def vector_input(y: torch.Tensor | None) -> dict:
 
 
 def cfg_noise(predict: NoisePredictor, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor,
-              reference: torch.Tensor, scale: float, y: torch.Tensor | None = None, y_ref: torch.Tensor | None = None,
+              reference: torch.Tensor, scale: float | torch.Tensor, y: torch.Tensor | None = None, y_ref: torch.Tensor | None = None,
               join: ContextJoiner = repeat_to_common_length) -> torch.Tensor:
     """CFG's eps_ref + w·(eps_c − eps_ref): cond and reference in one batched call when join gives their contexts one
     length, else two calls, as ComfyUI's sampler runs conditionings it cannot concatenate (SD3's joint attention)."""
@@ -40,11 +40,12 @@ def cfg_noise(predict: NoisePredictor, x: torch.Tensor, sigma: torch.Tensor, con
     return eps_ref + scale * (eps_cond - eps_ref)
 
 
-def guided(predict: NoisePredictor, context: torch.Tensor, null: torch.Tensor | None, scale: float,
+def guided(predict: NoisePredictor, context: torch.Tensor, null: torch.Tensor | None, scale: float | torch.Tensor,
            y: torch.Tensor | None = None, null_y: torch.Tensor | None = None,
            join: ContextJoiner = repeat_to_common_length):
-    """x, σ → noise prediction: one call without guidance, or CFG against null (one reference for all, or one each)."""
-    if null is None or scale == 1.0:
+    """x, σ → noise prediction: one call without guidance, or CFG against null (one reference for all, or one each);
+    scale is one number, or a tensor that multiplies each sample's guidance (per_sample)."""
+    if null is None or (not torch.is_tensor(scale) and scale == 1.0):
         return lambda x, sigma: predict(x, sigma, context, **vector_input(y))
 
     def cfg(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:

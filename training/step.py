@@ -13,9 +13,24 @@ from .sampler import cfg_noise, vector_input
 
 
 def teacher_noise(backend: DiffusionBackend, batch: dict, guidance: float) -> torch.Tensor:
-    """CFG's prediction eps_ref + w·(eps_c − eps_ref), cond and reference batched as the model's sampler batches them."""
-    return cfg_noise(backend.predict_noise, batch["x"], batch["sigma"], batch["c"], batch["c_ref"], guidance,
-                     batch.get("y"), batch.get("y_ref"), backend.join_contexts)
+    """CFG's prediction eps_ref + w·(eps_c − eps_ref), cond and reference batched as the model's sampler batches them;
+    w is each sample's own scale where the batch draws one ("w"), else guidance."""
+    return cfg_noise(backend.predict_noise, batch["x"], batch["sigma"], batch["c"], batch["c_ref"],
+                     per_sample(batch["w"], batch["x"].ndim) if "w" in batch else guidance, batch.get("y"), batch.get("y_ref"),
+                     backend.join_contexts)
+
+
+def per_sample(w: torch.Tensor, ndim: int) -> torch.Tensor:
+    """Scales [B] shaped to multiply predictions of ndim dimensions ([B, C, H, W], a video's [B, C, T, H, W])."""
+    return w.view(-1, *[1] * (ndim - 1))
+
+
+def draw_guidance(count: int, generator: torch.Generator, guidance_range: tuple[float, float] | None) -> dict:
+    """{"w": one CFG scale per sample, uniform over guidance_range}, or nothing for a run at one scale."""
+    if guidance_range is None:
+        return {}
+    low, high = guidance_range
+    return {"w": low + (high - low) * torch.rand(count, generator=generator)}
 
 
 def single_call(backend: DiffusionBackend, batch: dict, context: torch.Tensor) -> torch.Tensor:
@@ -27,21 +42,33 @@ def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, kind: str) -
     return F.l1_loss(student.float(), teacher.float()) if kind == "l1" else F.mse_loss(student.float(), teacher.float())
 
 
-def reference_prompts(count: int, negatives: list[str], rng: random.Random) -> list[str]:
-    """The empty prompt for each sample, or random negative prompts (the paper's option for negative prompts)."""
-    return [rng.choice(negatives) for _ in range(count)] if negatives else [""] * count
+def reference_prompts(count: int, negatives: list[str], rng: random.Random, share: float = 1.0) -> list[str]:
+    """The empty prompt for each sample, or random negative prompts (the paper's option for negative prompts) for a
+    share of them and the empty prompt for the rest."""
+    if not negatives:
+        return [""] * count
+    if share >= 1:
+        return [rng.choice(negatives) for _ in range(count)]
+    return [rng.choice(negatives) if rng.random() < share else "" for _ in range(count)]
+
+
+def negative_marks(references: list[str], negatives: list[str]) -> dict:
+    """{"negative": which samples' reference is a negative prompt}, in runs trained with negatives."""
+    return {"negative": torch.tensor([r != "" for r in references])} if negatives else {}
 
 
 def make_batch(backend: DiffusionBackend, count: int, generator: torch.Generator, negatives: list[str],
-               device: torch.device) -> dict:
+               device: torch.device, guidance_range: tuple[float, float] | None = None,
+               negative_share: float = 1.0) -> dict:
     x0, prompts = backend.sample_training_latents(count, generator)
     rng = random.Random(int(torch.randint(0, 2 ** 31 - 1, (1,), generator=generator)))
-    references = reference_prompts(count, negatives, rng)
+    references = reference_prompts(count, negatives, rng, negative_share)
     sigma = backend.sample_sigmas(count, generator)
     noise = torch.randn(x0.shape, generator=generator)
     batch = {"x": backend.noised(x0, noise.to(x0.device), sigma), "sigma": sigma,
              "c": backend.encode_prompts(prompts), "c_ref": backend.encode_prompts(references),
-             "y": backend.encode_vectors(prompts), "y_ref": backend.encode_vectors(references)}
+             "y": backend.encode_vectors(prompts), "y_ref": backend.encode_vectors(references),
+             **draw_guidance(count, generator, guidance_range), **negative_marks(references, negatives)}
     return {k: v.to(device) for k, v in batch.items() if v is not None}
 
 

@@ -10,19 +10,22 @@ import torch
 
 from .backend import DiffusionBackend
 from .sampler import guided, initial_noise, sampling_run
-from .step import reference_prompts
+from .step import draw_guidance, negative_marks, per_sample, reference_prompts
 
 STEP_COUNTS = (10, 20)  # each run samples with one of these, so states cover both schedules users run
 POOL_BATCHES = 16  # states of about this many recent batches are kept, so one batch mixes many captions
 
 
 class TrajectoryStates:
-    """A pool of (x_σ, σ, caption, reference) from recent CFG sampling runs; each draw runs enough new ones to add
-    about as many states as it takes, so every state is used about once."""
+    """A pool of (x_σ, σ, caption, reference, w) from recent CFG sampling runs; each draw runs enough new ones to add
+    about as many states as it takes, so every state is used about once. With a guidance range each run draws its own
+    CFG scale w, and its states are taught CFG at that w."""
 
-    def __init__(self, backend: DiffusionBackend, guidance: float, negatives: list[str]) -> None:
+    def __init__(self, backend: DiffusionBackend, guidance: float, negatives: list[str],
+                 guidance_range: tuple[float, float] | None = None, negative_share: float = 1.0) -> None:
         self.backend, self.guidance, self.negatives = backend, guidance, negatives
-        self.states: list[tuple[torch.Tensor, torch.Tensor, str, str]] = []
+        self.guidance_range, self.negative_share = guidance_range, negative_share
+        self.states: list[tuple[torch.Tensor, torch.Tensor, str, str, torch.Tensor]] = []
         self.runs = 0
 
     @torch.no_grad()
@@ -31,19 +34,21 @@ class TrajectoryStates:
         into the pool."""
         prompts = self.backend.sample_captions(count, generator)
         rng = random.Random(int(torch.randint(0, 2 ** 31 - 1, (1,), generator=generator)))
-        references = reference_prompts(count, self.negatives, rng)
+        references = reference_prompts(count, self.negatives, rng, self.negative_share)
         steps = STEP_COUNTS[int(torch.randint(0, len(STEP_COUNTS), (1,), generator=generator))]
         sigmas = self.backend.sampling_sigmas(steps)
         seeds = torch.randint(0, 2 ** 31 - 1, (count,), generator=generator).tolist()
         c, c_ref = self.backend.encode_prompts(prompts), self.backend.encode_prompts(references)
         y, y_ref = self.backend.encode_vectors(prompts), self.backend.encode_vectors(references)
-        cfg = guided(self.backend.predict_noise, c, c_ref, self.guidance, y, y_ref, self.backend.join_contexts)
+        w = draw_guidance(count, generator, self.guidance_range).get("w", torch.full((count,), float(self.guidance)))
+        x = initial_noise(seeds, tuple(self.backend.latent_shape)).to(c.device) * sigmas[0]
+        scale = per_sample(w.to(c.device), x.ndim) if self.guidance_range else self.guidance
+        cfg = guided(self.backend.predict_noise, c, c_ref, scale, y, y_ref, self.backend.join_contexts)
 
         def visit(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-            self.states += [(x[i].cpu(), sigma[i].cpu(), prompts[i], references[i]) for i in range(count)]
+            self.states += [(x[i].cpu(), sigma[i].cpu(), prompts[i], references[i], w[i]) for i in range(count)]
             return cfg(x, sigma)
 
-        x = initial_noise(seeds, tuple(self.backend.latent_shape)).to(c.device) * sigmas[0]
         sampling_run(visit, x, sigmas)
         self.runs += count
 
@@ -52,20 +57,26 @@ class TrajectoryStates:
         self._run(math.ceil(count / (sum(STEP_COUNTS) / len(STEP_COUNTS))), generator)
         del self.states[:max(0, len(self.states) - POOL_BATCHES * count)]
         picks = torch.randint(0, len(self.states), (count,), generator=generator).tolist()
-        x, sigma, prompts, references = zip(*(self.states[i] for i in picks))
+        x, sigma, prompts, references, w = zip(*(self.states[i] for i in picks))
         batch = {"x": torch.stack(x), "sigma": torch.stack(sigma), "c": self.backend.encode_prompts(list(prompts)),
                  "c_ref": self.backend.encode_prompts(list(references)),
-                 "y": self.backend.encode_vectors(list(prompts)), "y_ref": self.backend.encode_vectors(list(references))}
+                 "y": self.backend.encode_vectors(list(prompts)), "y_ref": self.backend.encode_vectors(list(references)),
+                 "w": torch.stack(w) if self.guidance_range else None, **negative_marks(list(references), self.negatives)}
         return {k: v.to(device) for k, v in batch.items() if v is not None}
 
     def state_dict(self) -> dict:
         """The pool, so a resumed run draws exactly what an uninterrupted one would."""
         if not self.states:
             return {"runs": self.runs}
-        x, sigma, prompts, references = zip(*self.states)
+        x, sigma, prompts, references, w = zip(*self.states)
         return {"runs": self.runs, "x": torch.stack(x), "sigma": torch.stack(sigma), "prompts": list(prompts),
-                "references": list(references)}
+                "references": list(references), "w": torch.stack(w)}
 
     def load_state_dict(self, state: dict) -> None:
         self.runs = state.get("runs", 0)
-        self.states = list(zip(state["x"], state["sigma"], state["prompts"], state["references"])) if "x" in state else []
+        if "x" not in state:
+            self.states = []
+            return
+        # Checkpoints written before the knob hold no w: their states were all taught CFG at the run's one scale.
+        w = state.get("w", torch.full((len(state["x"]),), float(self.guidance)))
+        self.states = list(zip(state["x"], state["sigma"], state["prompts"], state["references"], w))

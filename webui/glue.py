@@ -19,6 +19,7 @@ from ..sharpeners import ConditioningError, SharpenerFile, negative_shift, sharp
 from ..sharpeners.adapter import lora_name
 from ..sharpeners.adapter_file import AdapterFile, is_adapter, load_adapter
 from ..sharpeners.cache import SharpenerCache
+from ..sharpeners.nag import NAGSettings, normalized_attention_guidance
 
 TITLE = "DICE: CFG at cfg 1"  # the key of alwayson_scripts in the API; never changes
 FOLDER_NAME = "sharpeners"  # models/sharpeners, as in ComfyUI
@@ -26,6 +27,10 @@ NONE = "None"
 # Infotext keys, written into every image and read back when it is pasted.
 KEY_SHARPENER, KEY_ALPHA, KEY_BETA = "DICE sharpener", "DICE alpha", "DICE beta"
 KEY_ADAPTER = "DICE adapter"  # the guidance adapters among the prompt's <lora:…>, written for the record
+KEY_GUIDANCE = "DICE guidance"  # the adapters' cfg knob, in CFG's own units
+DEFAULT_GUIDANCE = 5.0  # the trainer's default scale: adapters trained at it give at 5 what they gave before the knob
+KEY_NAG = "DICE negative strength"  # NAG's scale for the negative prompt with an adapter
+NAG_DEFAULTS = NAGSettings()
 # The host's setting that drops the negative pass ("Ignore negative prompt during early sampling"): 1.0 drops it
 # on every step, so CFG 1 costs one UNet call a step in Automatic1111 as it does in Forge and ComfyUI.
 SKIP_NEGATIVE_SETTING, SKIP_NEGATIVE_INFOTEXT = "skip_early_cond", "Skip Early CFG"
@@ -90,6 +95,84 @@ def dice_adapters(folder: Path, prompts: list[str], layer_paths) -> list[Adapter
         adapter.check_names(available, "this checkpoint's UNet")
         adapters.append(adapter)
     return adapters
+
+
+def adapter_factors(adapters: list[AdapterFile], guidance: float) -> tuple[dict[str, float], list[str]]:
+    """{<lora:name> of each adapter: the factor its cfg knob puts on the prompt's multiplier at guidance}, and the
+    warnings of adapters asked for a scale outside the ones they were trained for."""
+    factors, warnings = {}, []
+    for adapter in adapters:
+        factors[Path(adapter.path).stem], warning = adapter.strength_at(guidance)
+        if warning:
+            warnings.append(f"DICE: {warning}")
+    return factors, warnings
+
+
+def scale_adapter_networks(params_list: list, factors: dict[str, float]) -> None:
+    """The host's parsed <lora:name:te:unet> params (its ExtraNetworkParams), with each DICE adapter's UNet multiplier
+    times its factor; the adapters change only the UNet, and other LoRAs are left as they are."""
+    for params in params_list:
+        name = params.positional[0] if params.positional else None
+        if name not in factors:
+            continue
+        given = params.positional[1:3]
+        unet = float(params.named.get("unet", given[-1] if given else 1.0))
+        value = f"{unet * factors[name]:.6g}"
+        params.named["unet"] = value
+        params.items = [i for i in params.items if not (isinstance(i, str) and i.startswith("unet="))] + [f"unet={value}"]
+
+
+class NegativeAttention:
+    """A negative prompt inside the UNet's one call: every cross-attention (a module named …attn2 with to_q, to_k,
+    to_v, to_out and heads, as Automatic1111's and Forge's UNets have) also attends to the negative prompt's tokens,
+    and its output is pushed away from that one (NAG) before the output projection. Hooks only: the model's modules
+    and weights are never changed, and detach() leaves it as it was."""
+
+    def __init__(self, tokens: torch.Tensor, settings: NAGSettings) -> None:
+        self.tokens, self.settings = tokens, settings
+        self._handles: list = []
+
+    def attach(self, unet: torch.nn.Module) -> int:
+        """Hook every cross-attention of unet; returns how many."""
+        self.detach()
+        for name, module in unet.named_modules():
+            if name.endswith("attn2") and all(hasattr(module, a) for a in ("to_q", "to_k", "to_v", "to_out", "heads")):
+                queries: list[torch.Tensor] = []
+                self._handles.append(module.to_q.register_forward_hook(
+                    lambda _, inputs, output, queries=queries: queries.append(output)))
+                self._handles.append(module.to_out[0].register_forward_pre_hook(self._guide(module, queries)))
+        return len(self._handles) // 2
+
+    def detach(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def _guide(self, attn2: torch.nn.Module, queries: list):
+        def pre_hook(_, inputs):
+            if not queries:
+                return None
+            q, z = queries.pop(), inputs[0]
+            queries.clear()
+            negative = self.tokens.to(device=q.device, dtype=q.dtype)
+            k, v = (layer(negative).expand(len(q), -1, -1) for layer in (attn2.to_k, attn2.to_v))
+            heads = attn2.heads
+            split = lambda t: t.unflatten(-1, (heads, -1)).transpose(1, 2)  # noqa: E731 [b, n, h·d] → [b, h, n, d]
+            z_neg = torch.nn.functional.scaled_dot_product_attention(split(q), split(k), split(v))
+            z_neg = z_neg.transpose(1, 2).flatten(2).to(z.dtype)
+            return (normalized_attention_guidance(z, z_neg, self.settings), *inputs[1:])
+        return pre_hook
+
+
+def negative_settings(adapters: list[AdapterFile], scale: float) -> NAGSettings:
+    """NAG's settings for the negative prompt with these adapters: the slider's scale, and the τ and α the first
+    adapter trained with NAG was trained at (else the pack's defaults)."""
+    trained = next((a.info for a in adapters if a.info.nag_scale), None)
+    tau, alpha = (trained.nag_tau, trained.nag_alpha) if trained else (NAG_DEFAULTS.tau, NAG_DEFAULTS.alpha)
+    try:
+        return NAGSettings(scale, tau, alpha)
+    except ValueError as error:
+        raise ConditioningError(f"DICE: negative prompt strength: {error}") from None
 
 
 def guidance_warning(cfg_scale: float) -> str | None:
@@ -164,10 +247,11 @@ def infotext(name: str, alpha: float, beta: float, negative_prompt: str) -> dict
 def from_infotext(params: dict, key: str, fallback):
     """A pasted image's value for one control: its DICE fields when it has them, else the control's fallback."""
     if key == "enabled":
-        return KEY_SHARPENER in params
+        return KEY_SHARPENER in params or KEY_ADAPTER in params
     value = params.get(key)
     if value is None:
-        return fallback
+        # An adapter's image from before the knob was made at its own scale, the knob's default.
+        return DEFAULT_GUIDANCE if key == KEY_GUIDANCE and KEY_ADAPTER in params else fallback
     if key == KEY_SHARPENER:
         return value
     try:

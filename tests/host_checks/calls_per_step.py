@@ -6,7 +6,8 @@ loaded? Run with ComfyUI's Python.
 
 Encodes a prompt and the empty prompt with ComfyUI's CLIPTextEncode node, sharpens the prompt with the pack's
 Sharpen Conditioning node (with --sharpener), loads the adapter onto the model with the pack's Load DICE Guidance
-Adapter node, which applies it through ComfyUI's own LoRA loading (with --adapter), and samples with ComfyUI's own common_ksampler at cfg 1 (or --cfg) for each sampler and scheduler
+Adapter node, which applies it through ComfyUI's own LoRA loading (with --adapter, at --adapter-cfg), patches the
+model with the pack's DICE Negative Prompt node (with --negative), and samples with ComfyUI's own common_ksampler at cfg 1 (or --cfg) for each sampler and scheduler
 asked, counting the diffusion model's forward calls and their batch sizes with a forward pre-hook. Prints one JSON
 line: per case, the steps, the calls and the batch sizes; with --adapter also how many of the model's weights the
 adapter patched and how many layers it holds.
@@ -27,6 +28,8 @@ def main() -> None:
     parser.add_argument("--ckpt", required=True)
     parser.add_argument("--sharpener")
     parser.add_argument("--adapter", help="a DICE guidance adapter (a LoRA), loaded onto the model")
+    parser.add_argument("--adapter-cfg", type=float, default=5.0, help="the adapter loader's cfg knob")
+    parser.add_argument("--negative", help="a negative prompt, through the pack's DICE Negative Prompt node")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--cfg", type=float, default=1.0, help="the KSampler's cfg (above 1 it batches the negative)")
     parser.add_argument("--cases", default="euler:normal,dpmpp_2m:normal,dpmpp_2m:karras,euler:karras",
@@ -46,6 +49,7 @@ def main() -> None:
     import nodes
 
     from dice_pack.nodes.adapter_loader import FOLDER_NAME, LoadDICEAdapter
+    from dice_pack.nodes.negative_prompt import DICENegativePrompt
     from dice_pack.nodes.sharpen import SharpenConditioning
     from dice_pack.sharpeners.adapter_file import load_adapter
 
@@ -59,8 +63,11 @@ def main() -> None:
     if options.adapter:
         adapter = Path(options.adapter).resolve()
         comfy["folder_paths"].add_model_folder_path(FOLDER_NAME, str(adapter.parent))
-        model = LoadDICEAdapter().load(model, adapter.name, 1.0)[0]
+        model = LoadDICEAdapter().load(model, adapter.name, 1.0, options.adapter_cfg)[0]
         report = {"patched_weights": len(model.patches), "adapter_layers": len(load_adapter(adapter).names)}
+    if options.negative:
+        model = DICENegativePrompt().patch(model, nodes.CLIPTextEncode().encode(clip, options.negative)[0])[0]
+        report["negative_patches"] = len(model.model_options["transformer_options"]["patches_replace"]["attn2"])
     batches: list[int] = []
     model.model.diffusion_model.register_forward_pre_hook(lambda module, args: batches.append(int(args[0].shape[0])))
     cases = []

@@ -154,3 +154,41 @@ def make_dataset(count: int, seed: int, images_per_caption: int = 1
         named_scenes.append(named)
         drawn_scenes.append(drawn)
     return images, captions, named_scenes, drawn_scenes
+
+
+# What a negative prompt can name of what a caption leaves open: the attribute, its values and their words.
+NEGATABLE = {"background": BACKGROUND_WORDS, "size": SIZE_WORDS, "position": POSITION_WORDS}
+
+
+@dataclass(frozen=True)
+class NegationCase:
+    """A prompt that leaves one attribute open, and a negative prompt naming one value of it."""
+
+    caption: str
+    scene: Scene
+    attribute: str  # "background", "size" or "position"
+    value: str  # the value the negative names ("black", "large", "left")
+    negative: str  # its words ("on a black background", "huge", "on the left")
+
+
+def leaves_open(scene: Scene, attribute: str) -> bool:
+    """Whether the caption of scene leaves attribute open (size and position: of a prompt's single thing)."""
+    if attribute == "background":
+        return scene.background is None
+    single = len(scene.things) == 1
+    return single and getattr(scene.things[0], attribute) is None
+
+
+def negation_cases(count: int, seed: int) -> list[NegationCase]:
+    """count prompts, each leaving one attribute open (drawn in turn: background, size, position), with a negative
+    prompt that names one of its values in one of the captions' own phrasings."""
+    rng = random.Random(seed)
+    cases = []
+    for index in range(count):
+        attribute = list(NEGATABLE)[index % len(NEGATABLE)]
+        scene = random_named_scene(rng)
+        while not leaves_open(scene, attribute):
+            scene = random_named_scene(rng)
+        value = rng.choice(list(NEGATABLE[attribute]))
+        cases.append(NegationCase(caption(rng, scene), scene, attribute, value, rng.choice(NEGATABLE[attribute][value])))
+    return cases

@@ -152,3 +152,12 @@ def check(image: np.ndarray, scene: Scene) -> dict[str, bool]:
 def alignment(images: np.ndarray, scenes: list[Scene]) -> float:
     """Percentage of images that show everything their prompt names."""
     return 100.0 * float(np.mean([all(check(image, scene).values()) for image, scene in zip(images, scenes)]))
+
+
+def shows_value(image: np.ndarray, scene: Scene, attribute: str, value: str) -> bool:
+    """Whether image shows value of attribute ("background", or the size or position of the scene's first thing); a
+    thing that is not found shows neither size nor position."""
+    if attribute == "background":
+        return background_of(image) == value
+    seen = find(image, scene.things[0].colour)
+    return seen is not None and getattr(seen, attribute) == value

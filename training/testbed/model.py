@@ -2,6 +2,7 @@
 flow-matching DiT), schedule, sampler."""
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 from pathlib import Path
@@ -15,6 +16,7 @@ from .features import FeatureNet
 from .models import Autoencoder, AutoencoderConfig, DiT, DiTConfig, UNet, UNetConfig
 from ...sharpeners.adapter import linear_layers
 from ...sharpeners.formulas import repeat_to_common_length
+from ...sharpeners.nag import NAGSettings, normalized_attention_guidance
 from ..memory import checkpoint_layers
 from ..sampler import guided, initial_noise, sample, sampling_run
 from .schedule import DiscreteSchedule, FlowSchedule
@@ -155,16 +157,44 @@ class Testbed:
         with torch.autocast(x.device.type, dtype=self.compute_dtype, enabled=self.compute_dtype != torch.float32):
             return self.unet(x * scale, self.schedule.timestep(sigma), context).float()
 
+    @contextlib.contextmanager
+    def negative_attention(self, negative: torch.Tensor, settings: NAGSettings, active: torch.Tensor | None = None):
+        """Inside the block every cross-attention of the denoiser applies NAG with negative's tokens (one row per
+        sample of each call, or one for all); active [B] picks the samples it applies to (the rest are left as
+        they are)."""
+        def patch(block, q, z):
+            k, v = block.cross_kv(self.unet.context_in(negative)).chunk(2, dim=-1)
+            if len(k) != len(q):
+                k, v = k.expand(len(q), -1, -1), v.expand(len(q), -1, -1)
+            guided = normalized_attention_guidance(z, block.attend(q, k, v), settings)
+            return guided if active is None else torch.where(active.view(-1, 1, 1), guided, z)
+
+        blocks = [m for m in self.unet.modules() if hasattr(m, "cross_kv")]
+        for block in blocks:
+            block.attention_patch = patch
+        try:
+            yield
+        finally:
+            for block in blocks:
+                block.attention_patch = None
+
     @torch.no_grad()
     def generate(self, context: torch.Tensor, seeds: list[int], steps: int = 20, cfg_scale: float = 1.0,
-                 method: str = "dpmpp_2m", null: torch.Tensor | None = None, batch: int = 250) -> np.ndarray:
-        """uint8 images for each embedding in context (already sharpened, scaled or fused as the caller likes)."""
+                 method: str = "dpmpp_2m", null: torch.Tensor | None = None, batch: int = 250,
+                 nag: NAGSettings | None = None, negative: torch.Tensor | None = None) -> np.ndarray:
+        """uint8 images for each embedding in context (already sharpened, scaled or fused as the caller likes); with
+        nag, one call a step that applies NAG with negative's tokens (one row per prompt); null: CFG's uncond, one for
+        all prompts or one each (a negative prompt per prompt)."""
         sigmas = self.schedule.sampling_sigmas(steps)
         null = self.null_embedding() if null is None and cfg_scale != 1.0 else null
         out = []
         for start in range(0, len(context), batch):
-            latents = sample(self.predict_noise, context[start:start + batch], sigmas, seeds[start:start + batch],
-                             self.latent_shape, null, cfg_scale, method)
+            part = slice(start, start + batch)
+            patched = contextlib.nullcontext() if nag is None else self.negative_attention(negative[part], nag)
+            reference = null if null is None or len(null) == 1 else null[part]  # one uncond for all, or one each
+            with patched:
+                latents = sample(self.predict_noise, context[part], sigmas, seeds[part], self.latent_shape, reference,
+                                 cfg_scale, method)
             out.append(self.decode(latents))
         return np.concatenate(out)
 

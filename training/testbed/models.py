@@ -72,6 +72,14 @@ class Autoencoder(nn.Module):
         return self.decoder_out(h)
 
 
+def cross_attention(block: nn.Module, q: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    """The block's cross-attention output before its output projection; a block's attention_patch, when set, sees q
+    and that output and may replace it (negative-prompt guidance, as ComfyUI's attn2_replace patches)."""
+    z = block.attend(q, *block.cross_kv(context).chunk(2, dim=-1))
+    patch = getattr(block, "attention_patch", None)
+    return z if patch is None else patch(block, q, z)
+
+
 class Transformer(nn.Module):
     """SD's spatial transformer: self-attention, cross-attention over the prompt tokens, feed-forward."""
 
@@ -98,7 +106,7 @@ class Transformer(nn.Module):
         b, c, height, width = x.shape
         h = rearrange(self.proj_in(self.norm_in(x)), "b c y x -> b (y x) c") + self.position
         h = h + self.self_out(self.attend(*self.self_qkv(self.norm1(h)).chunk(3, dim=-1)))
-        h = h + self.cross_out(self.attend(self.cross_q(self.norm2(h)), *self.cross_kv(context).chunk(2, dim=-1)))
+        h = h + self.cross_out(cross_attention(self, self.cross_q(self.norm2(h)), context))
         h = h + self.ff(self.norm3(h))
         return x + self.proj_out(rearrange(h, "b (y x) c -> b c y x", y=height, x=width))
 
@@ -208,7 +216,7 @@ class DiTBlock(nn.Module):
         shift1, scale1, gate1, shift2, scale2, gate2 = (self.scale_shift_table[None] + modulation).unbind(1)
         x = self.norm1(h) * (1 + scale1[:, None]) + shift1[:, None]
         h = h + gate1[:, None] * self.self_out(self.attend(*self.self_qkv(x).chunk(3, dim=-1)))
-        h = h + self.cross_out(self.attend(self.cross_q(self.norm2(h)), *self.cross_kv(context).chunk(2, dim=-1)))
+        h = h + self.cross_out(cross_attention(self, self.cross_q(self.norm2(h)), context))
         x = self.norm3(h) * (1 + scale2[:, None]) + shift2[:, None]
         return h + gate2[:, None] * self.ff(x)
 
