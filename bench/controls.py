@@ -326,11 +326,12 @@ def main() -> None:
         print(f"\nnegative prompts at w = {options.negative_cfg:g}; negated value shown (chance: background 33.3 %, "
               f"size 50 %, position 20 %)")
         print(f"{'method':<44}{'calls':>6}{'negated %':>11}{'background':>12}{'size':>7}{'position':>10}"
-              f"{'alignment %':>13}{'FD':>9}")
+              f"{'alignment %':>13}{'FD':>9}{'seconds':>9}")
         for r in negatives:
             b = r["by_attribute"]
             print(f"{r['method']:<44}{r['calls']:>6}{r['negated_rate']:>11.1f}{b['background']:>12.1f}{b['size']:>7.1f}"
-                  f"{b['position']:>10.1f}{r['alignment']:>13.1f}{r['fd']:>9.1f}")
+                  f"{b['position']:>10.1f}{r['alignment']:>13.1f}{r['fd']:>9.1f}{r['seconds']:>9.1f}")
+        print("(seconds: sampling and scoring the row on this machine; NAG's extra attention is the difference)")
     keep = {"knob": ("method", "w", "steps", "calls", "alignment", "fd", "distance_ratio"),
             "negatives": ("method", "calls", "negated_rate", "alignment", "fd")}
     # by_attribute rides along in the negative rows so --baselines-from can show it; the keys come first.

@@ -15,7 +15,7 @@ class NAGSettings:
 
     scale: float = 3.0
     tau: float = 2.5
-    alpha: float = 0.5
+    alpha: float = 0.25
 
     def __post_init__(self) -> None:
         for name, value, low in (("scale", self.scale, 1.0), ("tau", self.tau, 1.0), ("alpha", self.alpha, 0.0)):

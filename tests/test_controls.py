@@ -118,11 +118,24 @@ def test_a_knob_run_learns_writes_its_range_and_resumes_exactly(tmp_path):
     a, b = load_file(straight), load_file(paused)
     assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
     with pytest.raises(SystemExit, match="trained with --guidance-range 1,10, this run asks for --guidance-range none"):
-        run(tmp_path, "--train", "adapter", "--steps", "6", "--batch", "8", "--name", "paused", "--resume")
+        run(tmp_path, "--train", "adapter", "--steps", "6", "--batch", "8", "--name", "paused", "--resume",
+            "--guidance-range", "none")
+
+
+def test_an_adapter_trains_the_knob_by_default_and_none_trains_one_scale(tmp_path):
+    knob, single = tmp_path / "knob.safetensors", tmp_path / "single.safetensors"
+    run(tmp_path, "--train", "adapter", "--steps", "1", "--batch", "2", "--name", "k", "--out", str(knob))
+    run(tmp_path, "--train", "adapter", "--steps", "1", "--batch", "2", "--name", "s", "--out", str(single),
+        "--guidance-range", "none")
+    info = load_adapter(knob).info
+    assert (info.guidance_min, info.guidance_max, info.knob_exponent) == (1.0, 10.0, 0.5)
+    assert not load_adapter(single).has_knob
 
 
 @pytest.mark.parametrize("args, message", [
     (["--guidance-range", "2,9"], "--guidance-range trains the adapter's cfg knob: add --train adapter"),
+    (["--knob-exponent", "0.5"], "--knob-exponent trains the adapter's cfg knob: add --train adapter"),
+    (["--train", "adapter", "--guidance-range", "none", "--knob-exponent", "0.5"], "--knob-exponent goes with a"),
     (["--train", "adapter", "--guidance-range", "9,2"], "needs 1 <= LOW < HIGH"),
     (["--train", "adapter", "--guidance-range", "two"], "give the lowest and highest CFG scale as LOW,HIGH"),
     (["--train", "adapter", "--adapter-out", "a.safetensors"], "with --train adapter .* name it with --out a.safetensors"),

@@ -15,7 +15,7 @@ PROMPT = "a cozy cabin in a snowy forest at dusk, warm light in the windows, det
 NEGATIVE = "blurry, low quality, watermark, text"
 CFG = 5.0  # the adapter's cfg knob, in CFG's own units
 # DICE Negative Prompt's NAG settings: the node's own defaults.
-NEGATIVE_SCALE, NEGATIVE_TAU, NEGATIVE_ALPHA = 3.0, 2.5, 0.5
+NEGATIVE_SCALE, NEGATIVE_TAU, NEGATIVE_ALPHA = 3.0, 2.5, 0.25
 
 # Output slots of each node type used here: (name, type).
 OUTPUTS = {

@@ -16,8 +16,10 @@ PACK_ROOT = Path(__file__).resolve().parents[1]
 # --ckpt's default run: 64,000 samples, where the testbed's closure of the gap to CFG levelled off (README,
 # What training costs); the paper trains 8,000 steps of 128.
 CKPT_STEPS, CKPT_BATCH = 4000, 16
-# The testbed's guidance adapter: 2,000 steps of 64, where its frontier was measured (docs/research.md).
-TESTBED_ADAPTER_STEPS, TESTBED_ADAPTER_BATCH = 2000, 64
+# The testbed's guidance adapter with its cfg knob: 3,200 steps of 64, where the controls were measured (docs/research.md).
+TESTBED_ADAPTER_STEPS, TESTBED_ADAPTER_BATCH = 3200, 64
+# The adapter's cfg knob: CFG scales trained over, and the map's exponent (docs/research.md, the controls).
+DEFAULT_RANGE, DEFAULT_KNOB_EXPONENT = "1,10", 0.5
 TESTBED_SAMPLE_PROMPTS = [
     "a small red circle on the left", "a large blue square at the top", "a yellow triangle in the middle",
     "a green circle to the left of a purple square", "a cyan box above a red triangle", "a big violet disc at the bottom",
@@ -58,11 +60,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="constant (the default, as in the paper), or a cosine decay to zero by the last step")
     p.add_argument("--guidance", type=float, default=5.0, help="the CFG scale the sharpener learns to imitate; with "
                    "--guidance-range, the scale at the adapter's strength 1")
-    p.add_argument("--guidance-range", metavar="LOW,HIGH", help="with an adapter: each sample draws its CFG scale from "
-                   "this range and the adapter learns CFG at every scale in it at strength (w − 1)/(guidance − 1), so one "
-                   "file serves a cfg knob in CFG's own units (e.g. 1,10; default: none, the adapter learns --guidance alone)")
-    p.add_argument("--knob-exponent", type=float, default=1.0, help="with --guidance-range: the knob's map from CFG "
-                   "scale w to strength, ((w − 1)/(guidance − 1)) ** this")
+    p.add_argument("--guidance-range", metavar="LOW,HIGH", help="with an adapter: each sample draws its CFG scale w "
+                   "from this range and the adapter learns CFG at every w at the strength its knob gives "
+                   f"(--knob-exponent), so one file serves a cfg knob in CFG's own units (default {DEFAULT_RANGE}; "
+                   "none: the adapter learns --guidance alone, as before 2026-12)")
+    p.add_argument("--knob-exponent", type=float, default=None, help="with --guidance-range: the knob's map from CFG "
+                   f"scale w to strength, ((w − 1)/(guidance − 1)) ** this (default {DEFAULT_KNOB_EXPONENT}, the "
+                   "testbed's best; 1 = linear)")
     p.add_argument("--nag", metavar="SCALE,TAU,ALPHA", help="with --negatives and an adapter: the negative prompt "
                    "reaches the student's one call through Normalized Attention Guidance with these settings, and the "
                    "adapter learns CFG with that negative (its file records them, and the hosts apply the same NAG)")
@@ -192,7 +196,7 @@ def main(argv: list[str] | None = None) -> dict:
         sample_prompts=prompts, eval_batch=args.eval_batch, negatives=negatives, mixed_precision=args.mixed_precision,
         attention_context=args.attention, train=args.train, adapter_rank=args.adapter_rank,
         adapter_layers=args.adapter_layers, guidance_min=scales[0], guidance_max=scales[1], negative_share=negative_share,
-        nag=nag, knob_exponent=args.knob_exponent,
+        nag=nag, knob_exponent=DEFAULT_KNOB_EXPONENT if args.knob_exponent is None else args.knob_exponent,
         inputs=args.inputs or ("forward" if args.train == "sharpener" else "cfg-runs"), micro_batch=args.micro_batch, checkpointing=args.checkpointing,
         default_steps=defaults["steps"], default_batch=defaults["batch"])
     try:
@@ -213,6 +217,9 @@ def parse_nag(args: argparse.Namespace, negatives: list[str]) -> tuple[float, ..
         return ()
     if args.train == "sharpener" or not negatives:
         raise SystemExit("--nag teaches an adapter negative prompts: add --train adapter and --negatives <file>")
+    if not args.testbed:
+        raise SystemExit("--nag trains on the testbed only: with a checkpoint, train the adapter without it and give "
+                         "negative prompts through DICE Negative Prompt (ComfyUI) or the negative prompt box (webuis)")
     from ..sharpeners.nag import NAGSettings
 
     try:
@@ -224,11 +231,16 @@ def parse_nag(args: argparse.Namespace, negatives: list[str]) -> tuple[float, ..
 
 
 def parse_guidance_range(args: argparse.Namespace) -> tuple[float, float]:
-    """--guidance-range LOW,HIGH as numbers, (0, 0) without one; refused where it cannot mean anything."""
-    if not args.guidance_range or args.guidance_range.strip().lower() == "none":
+    """--guidance-range LOW,HIGH as numbers (default for an adapter: DEFAULT_RANGE), (0, 0) for none; refused where
+    it cannot mean anything."""
+    if args.train == "sharpener" and (args.guidance_range or args.knob_exponent is not None):
+        flag = "--guidance-range" if args.guidance_range else "--knob-exponent"
+        raise SystemExit(f"{flag} trains the adapter's cfg knob: add --train adapter (or both)")
+    if args.train == "sharpener" or (args.guidance_range or DEFAULT_RANGE).strip().lower() == "none":
+        if args.knob_exponent is not None:
+            raise SystemExit("--knob-exponent goes with a --guidance-range (this run trains one scale, --guidance)")
         return 0.0, 0.0
-    if args.train == "sharpener":
-        raise SystemExit("--guidance-range trains the adapter's cfg knob: add --train adapter (or both)")
+    args.guidance_range = args.guidance_range or DEFAULT_RANGE
     try:
         low, high = (float(v) for v in args.guidance_range.split(","))
     except ValueError:
