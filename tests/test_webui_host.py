@@ -4,7 +4,7 @@ call of batch 1 per step, exact α = 0, negative prompts, settings left as they 
 Needs A1111_PATH (an Automatic1111 v1.10 checkout) and A1111_PYTHON (the Python that runs it), or FORGE_PATH and
 FORGE_PYTHON; each host starts on the CPU with a temporary data dir holding this extension, a test-only call counter
 (tests/host_checks/webui_call_counter) and a random-weight SD1.5 checkpoint from tools/make_webui_checkpoint.py.
-Automatic1111 reads CLIP-L's tokenizer from the Hugging Face cache ($HF_HOME): see README, For developers.
+Automatic1111 reads CLIP-L's tokenizer from the Hugging Face cache ($HF_HOME): see docs/developers.md.
 """
 from __future__ import annotations
 

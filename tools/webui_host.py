@@ -23,7 +23,7 @@ from ..webui.glue import TITLE
 
 PACK_ROOT = Path(__file__).resolve().parents[1]
 COUNTER = PACK_ROOT / "tests" / "host_checks" / "webui_call_counter"
-# The CPU settings each host needs (see README, For developers).
+# The CPU settings each host needs (see docs/developers.md).
 CPU_FLAGS = {"a1111": ["--use-cpu", "all", "--no-half", "--no-half-vae", "--precision", "full"],
              "forge": ["--always-cpu", "--all-in-fp32"]}
 
