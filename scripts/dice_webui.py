@@ -178,9 +178,12 @@ class DiceScript(scripts.Script):
         if adapters:
             p.extra_generation_params[glue.KEY_ADAPTER] = ", ".join(Path(a.path).stem for a in adapters)
             p.extra_generation_params[glue.KEY_GUIDANCE] = f"{float(guidance):g}"
-            for warning in getattr(p, "dice_adapter_warnings", []):
+            warnings = getattr(p, "dice_adapter_warnings", [])
+            for warning in warnings:
                 log.warning(warning)
                 p.comment(warning)
+            if warnings:
+                p.extra_generation_params[glue.KEY_WARNING] = "; ".join(warnings)
         negative = p.negative_prompt if isinstance(p.negative_prompt, str) else (p.negative_prompt or [""])[0]
         if adapters and negative.strip():
             try:

@@ -30,6 +30,7 @@ KEY_ADAPTER = "DICE adapter"  # the guidance adapters among the prompt's <lora:â
 KEY_GUIDANCE = "DICE guidance"  # the adapters' cfg knob, in CFG's own units
 DEFAULT_GUIDANCE = 5.0  # the trainer's default scale: adapters trained at it give at 5 what they gave before the knob
 KEY_NAG = "DICE negative strength"  # NAG's scale for the negative prompt with an adapter
+KEY_WARNING = "DICE warning"  # the knob set outside an adapter's trained scales: kept with the image, since the API drops comments
 NAG_DEFAULTS = NAGSettings()
 # The host's setting that drops the negative pass ("Ignore negative prompt during early sampling"): 1.0 drops it
 # on every step, so CFG 1 costs one UNet call a step in Automatic1111 as it does in Forge and ComfyUI.
