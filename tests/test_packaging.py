@@ -84,7 +84,7 @@ def test_example_workflows_are_consistent_ui_graphs_with_dice_at_cfg_one(workflo
 
     # Every sampler on DICE's conditioning or the adapted model runs at cfg 1; the last sampler is one of them.
     on_dice = [s for s in samplers if feeding(s) in ("DICESharpenConditioning", "DICENegativeShift")
-               or feeding(s, "model") == "DICEAdapterLoader"]
+               or feeding(s, "model") in ("DICEAdapterLoader", "DICENegativePrompt")]
     assert on_dice and on_dice[-1] is samplers[-1]
     assert all(s["widgets_values"][cfg_widget[s["type"]]] == 1.0 for s in on_dice)
     advanced = [s["widgets_values"] for s in samplers if s["type"] == "KSamplerAdvanced"]
