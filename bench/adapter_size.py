@@ -1,9 +1,10 @@
-"""How large a guidance adapter is for SD1.5's and SDXL's full UNets, by rank and layer selection. Run with ComfyUI's
+"""How large a guidance adapter is for SD1.5's and SDXL's full UNets and for the real-size SD3.5 medium and large
+MMDiTs and PixArt-α/Σ XL transformers, by rank and layer selection. Run with ComfyUI's
 Python:
 
     python bench/adapter_size.py --comfy-root <ComfyUI>
 
-Builds each UNet from ComfyUI's own model configs on the meta device (no weights, no memory), picks the adapter's
+Builds each model from ComfyUI's own model classes on the meta device (no weights, no memory), picks the adapter's
 layers as the trainer does, and prints parameters and the file's size in fp32 (as the trainer writes it) and fp16;
 one JSON object on its last line.
 """
@@ -28,7 +29,7 @@ def main() -> None:
 
     from dice_pack.sharpeners import Sharpener, SharpenerConfig
     from dice_pack.sharpeners.adapter import LAYER_SELECTIONS, AdapterConfig, GuidanceAdapter
-    from dice_pack.training.comfy_backend import import_comfy, unet_adapter_layers
+    from dice_pack.training.comfy_backend import import_comfy, adapter_layers_of
 
     import_comfy(Path(options.comfy_root))
     import comfy.ldm.modules.diffusionmodules.openaimodel as openaimodel
@@ -41,24 +42,45 @@ def main() -> None:
             "transformer_depth": [0, 0, 2, 2, 10, 10], "transformer_depth_output": [0, 0, 0, 2, 2, 2, 10, 10, 10],
             "transformer_depth_middle": 10, "use_linear_in_transformer": True, "adm_in_channels": 2816,
             "num_classes": "sequential"}
+    import comfy.ldm.modules.diffusionmodules.mmdit as mmdit
+    import comfy.ldm.pixart.pixartms as pixartms
+    from dice_pack.tools.make_random_transformer import pixart_unet_config, sd3_unet_config
+
+    def unet(config: dict):
+        return openaimodel.UNetModel(**config, dtype=torch.float32, device="meta", operations=comfy.ops.disable_weight_init)
+
+    def sd3(depth: int, self_attention_layers: list[int], positions: int):
+        config = {**sd3_unet_config(depth), "x_block_self_attn_layers": self_attention_layers,
+                  "pos_embed_max_size": positions, "num_patches": positions ** 2}
+        return mmdit.MMDiT(**config, dtype=torch.float32, device="meta", operations=comfy.ops.disable_weight_init)
+
+    def pixart():
+        return pixartms.PixArtMS(**pixart_unet_config("pixart_sigma", 28), dtype=torch.float32, device="meta",
+                                 operations=comfy.ops.disable_weight_init)
+
+    # SD3.5 medium: 24 blocks of 1536 with MMDiT-X's second attention on blocks 0-12 and a 384² position grid; large:
+    # 38 of 2432, without it, 192².
+    models = (("sd15", lambda: unet(unet_config(4, 2)), 768), ("sdxl", lambda: unet(sdxl), 2048),
+              ("sd3.5-medium", lambda: sd3(24, list(range(13)), 384), 4096),
+              ("sd3.5-large", lambda: sd3(38, [], 192), 4096),
+              ("pixart", pixart, 4096))
     rows = []
-    for family, config, width in (("sd15", unet_config(4, 2), 768), ("sdxl", sdxl, 2048)):
+    for family, build, width in models:
+        model = build()  # its layers on the meta device (PixArt's stochastic-depth rule needs a real linspace)
         with torch.device("meta"):
-            unet = openaimodel.UNetModel(**config, dtype=torch.float32, device="meta",
-                                         operations=comfy.ops.disable_weight_init)
             sharpener = Sharpener(SharpenerConfig(embed_dim=width)).parameter_count()
-        unet_parameters = sum(p.numel() for p in unet.parameters())
+        model_parameters = sum(p.numel() for p in model.parameters())
         for layers in LAYER_SELECTIONS:
-            paths = unet_adapter_layers(unet, layers)
+            paths = adapter_layers_of(model, layers)
             for rank in (int(r) for r in options.ranks.split(",")):
                 with torch.device("meta"):
-                    count = GuidanceAdapter.for_layers(unet, paths, AdapterConfig(rank=rank, layers=layers)).parameter_count()
+                    count = GuidanceAdapter.for_layers(model, paths, AdapterConfig(rank=rank, layers=layers)).parameter_count()
                 rows.append({"family": family, "layers": layers, "rank": rank, "layer_count": len(paths),
-                             "parameters": count, "share_of_unet": count / unet_parameters,
+                             "parameters": count, "share_of_model": count / model_parameters,
                              "mb_fp32": count * 4 / 1e6, "mb_fp16": count * 2 / 1e6,
                              "sharpener_mb_fp32": sharpener * 4 / 1e6})
-                print(f"{family:<5} {layers:<12} rank {rank:>3}: {len(paths):>4} layers, {count:>11,} parameters "
-                      f"({count / unet_parameters:.2%} of the UNet's {unet_parameters:,}), {count * 4 / 1e6:6.1f} MB "
+                print(f"{family:<12} {layers:<12} rank {rank:>3}: {len(paths):>4} layers, {count:>11,} parameters "
+                      f"({count / model_parameters:.2%} of the model's {model_parameters:,}), {count * 4 / 1e6:6.1f} MB "
                       f"fp32, {count * 2 / 1e6:6.1f} MB fp16; with the sharpener ({sharpener * 4 / 1e6:.1f} MB) "
                       f"{(count + sharpener) * 4 / 1e6:.1f} MB", flush=True)
     print(json.dumps({"rows": rows}))

@@ -87,10 +87,10 @@ def main() -> None:
     else:
         from dice_pack.sharpeners.adapter import AdapterConfig, GuidanceAdapter
         from dice_pack.sharpeners.adapter_file import AdapterInfo, save_adapter
-        from dice_pack.training.comfy_backend import unet_adapter_layers
+        from dice_pack.training.comfy_backend import adapter_layers_of
 
         unet = model.model.diffusion_model
-        adapter = GuidanceAdapter.for_layers(unet, unet_adapter_layers(unet, "transformer"), AdapterConfig(layers="transformer"))
+        adapter = GuidanceAdapter.for_layers(unet, adapter_layers_of(unet, "transformer"), AdapterConfig(layers="transformer"))
         save_adapter(work / adapter_name, adapter, AdapterInfo(base_checkpoint="random"))
     encode = nodes.CLIPTextEncode().encode
     positive = encode(clip, "a photo of a red fox sitting in the snow, detailed, sharp focus")[0]

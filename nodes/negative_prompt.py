@@ -95,4 +95,8 @@ class DICENegativePrompt:
             if key is not None and getattr(block, "attn2", None) is not None:
                 previous = existing.get(key, existing.get(key[:2]))
                 patched.set_model_attn2_replace(negative_attention(block.attn2, tokens, settings, previous), *key)
+        if not patched.model_options.get("transformer_options", {}).get("patches_replace", {}).get("attn2"):
+            raise ConditioningError(f"DICE Negative Prompt: this {type(patched.model.model_config).__name__} model has no "
+                                    "UNet cross-attention to patch; negative prompts at cfg 1 work on SD1.x, SD2.x and "
+                                    "SDXL for now")
         return (patched,)

@@ -16,6 +16,7 @@ import pytest
 
 from conftest import PACK_ROOT
 from dice_pack.sharpeners import load_sharpener
+from dice_pack.sharpeners.adapter_file import load_adapter
 from test_comfyui_host import COMFYUI_PATH, comfyui_python
 
 pytestmark = [
@@ -134,7 +135,56 @@ def test_split_files_need_their_text_encoders_and_vae_and_bad_names_are_named(mo
     assert stray.returncode != 0 and "--clip, --clip-type and --vae go with --unet" in stray.stderr
 
 
-def test_the_adapter_is_refused_on_a_transformer_by_name(models, tmp_path):
+def train_adapter_and_check(tmp_path: Path, model_flags: list[str], resolution: str) -> tuple[Path, dict]:
+    """A 2-step adapter training run on CFG's sampling runs (prompts of several token counts), then the host checks on
+    its file through the Load DICE Guidance Adapter node."""
+    data, out = prompts(tmp_path), tmp_path / "adapter.safetensors"
+    done = run("training/train.py", *model_flags, "--train", "adapter", "--data", str(data), "--runs",
+               str(tmp_path / "runs"), "--resolution", resolution, "--steps", "2", "--batch", "2", "--eval-batch", "2",
+               "--sample-every", "2", "--out", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "guidance adapter (rank 8 on" in done.stdout
+    check = run("tests/host_checks/teacher_matches_ksampler.py", *model_flags, "--data", str(data),
+                "--runs", str(tmp_path / "check"), "--resolution", resolution, "--adapter", str(out), "--sampling")
+    assert check.returncode == 0, check.stderr[-3000:]
+    assert "lora key not loaded" not in check.stderr
+    return out, json.loads(check.stdout.strip().splitlines()[-1])
+
+
+def assert_adapter_host_checks(figures: dict, adapter) -> None:
+    assert figures["max_abs_difference"] < 5e-6  # the teacher is ComfyUI's CFG, fp32
+    # ComfyUI's own LoRA code matched every layer of the file: one weight patch per adapter layer.
+    assert figures["patched_weights"] == figures["adapter_layers"] == len(adapter.names) > 0
+    assert figures["mean_abs_adapted_minus_unguided"] > 1e-6  # the trained adapter moves the prediction
+    assert figures["adapted_max_abs_difference"] < 5e-6  # the node at cfg 1 gives the trainer's student
+    for case in figures["adapter_cases"]:
+        assert case["calls"] == case["steps"] and case["batch_sizes"] == [1], case
+    assert figures["strength0_equals_plain"] and figures["strength1_differs"]
+    # DICE Negative Prompt patches UNet cross-attention only: on a transformer it says so rather than do nothing.
+    assert "has no UNet cross-attention to patch" in figures["negative_node_error"]
+
+
+def test_an_sd35_checkpoint_trains_an_adapter_that_comfyuis_lora_code_applies_at_one_call_per_step(models, tmp_path):
+    out, figures = train_adapter_and_check(tmp_path, ["--ckpt", str(models / "checkpoints" / "tiny_sd3.safetensors")], "64")
+    adapter = load_adapter(out)
+    assert adapter.info.model_family == "sd3" and adapter.config.layers == "transformer"
+    # Both streams of the joint blocks carry it: the image stream's and the context stream's attention.
+    assert any("x_block_attn_qkv" in n for n in adapter.names) and any("context_block_attn_qkv" in n for n in adapter.names)
+    assert_adapter_host_checks(figures, adapter)
+
+
+@pytest.mark.parametrize("family", ["pixart_alpha", "pixart_sigma"])
+def test_pixart_split_files_train_an_adapter_that_comfyuis_lora_code_applies(models, tmp_path, family):
+    out, figures = train_adapter_and_check(tmp_path, split_flags(models, family), PIXART_RESOLUTION)
+    adapter = load_adapter(out)
+    assert adapter.info.model_family == family
+    assert any("cross_attn_kv_linear" in n for n in adapter.names) and any("mlp_fc2" in n for n in adapter.names)
+    assert_adapter_host_checks(figures, adapter)
+
+
+def test_negatives_are_refused_on_a_transformer_by_name(models, tmp_path):
+    negatives = tmp_path / "negatives.txt"
+    negatives.write_text("blurry\n")
     done = run("training/train.py", "--ckpt", str(models / "checkpoints" / "tiny_sd3.safetensors"), "--train", "adapter",
-               "--runs", str(tmp_path), "--data", str(prompts(tmp_path)), timeout=600)
-    assert done.returncode != 0 and "--train adapter: the guidance adapter knows the UNet families' layers" in done.stderr
+               "--negatives", str(negatives), "--runs", str(tmp_path), "--data", str(prompts(tmp_path)), timeout=600)
+    assert done.returncode != 0 and "--negatives: not for sd3 yet" in done.stderr

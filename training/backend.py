@@ -25,6 +25,9 @@ class DiffusionBackend(Protocol):
         """The contexts at one token count, so they go into one call (cross-attention gives the same result for a
         sequence tiled whole), or None where the model's sampler runs them as separate calls."""
 
+    def context_group(self, prompt: str) -> object:
+        """Prompts of one group go into one call together; None where any prompts do (contexts tile)."""
+
     def noised(self, x0: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         """The training input x_σ at noise level σ: x_0 + σ·ε for eps and v models, (1 − σ)·x_0 + σ·ε for flow."""
 

@@ -16,7 +16,7 @@ from ..sharpeners.adapter import linear_layers
 from ..sharpeners.formulas import repeat_to_common_length
 from .checkpoint import write_atomic
 from .comfy_locate import find_comfy_root
-from .comfy_models import CLIP_TYPE, PREDICTION, UNET_FAMILIES, load_model, model_family, native_resolution
+from .comfy_models import ADAPTER_FAMILIES, CLIP_TYPE, PREDICTION, UNET_FAMILIES, load_model, model_family, native_resolution
 from .datasets import DatasetError, Example, load_examples
 from .hashing import file_sha256
 from .loop import RunInfo
@@ -39,11 +39,28 @@ def import_comfy(root: Path):
             ("comfy.sd", "comfy.model_management", "comfy.samplers", "comfy.conds", "comfy.utils", "folder_paths")}
 
 
-def unet_adapter_layers(diffusion_model: torch.nn.Module, selection: str) -> list[str]:
-    """Each transformer block's self- and cross-attention projections (to_q, to_k, to_v, to_out.0) in ComfyUI's UNet,
-    and for "transformer" its feed-forward layers and the linear proj_in / proj_out around the blocks (SD2, SDXL)."""
-    attention = tuple(f"{a}.{p}" for a in ("attn1", "attn2") for p in ("to_q", "to_k", "to_v", "to_out.0"))
-    paths = linear_layers(diffusion_model, selection, attention, ("ff.net.0.proj", "ff.net.2"), "BasicTransformerBlock")
+# The linear layers a guidance adapter holds in each family's blocks, by the block's class in ComfyUI: the attention
+# projections, and for "transformer" the feed-forward layers too.
+ADAPTER_BLOCKS = {
+    # SD1.x, SD2.x, SDXL: the UNet's self- and cross-attention.
+    "BasicTransformerBlock": (tuple(f"{a}.{p}" for a in ("attn1", "attn2") for p in ("to_q", "to_k", "to_v", "to_out.0")),
+                              ("ff.net.0.proj", "ff.net.2")),
+    # SD3/SD3.5: both streams of every joint block (image and context; attn2 is MMDiT-X's second image attention; the
+    # last context block has neither a projection nor an MLP).
+    "DismantledBlock": (("attn.qkv", "attn.proj", "attn2.qkv", "attn2.proj"), ("mlp.fc1", "mlp.fc2")),
+    # PixArt-α/Σ: self-attention, cross-attention over the T5 tokens.
+    "PixArtMSBlock": (("attn.qkv", "attn.proj", "cross_attn.q_linear", "cross_attn.kv_linear", "cross_attn.proj"),
+                      ("mlp.fc1", "mlp.fc2")),
+}
+
+
+def adapter_layers_of(diffusion_model: torch.nn.Module, selection: str) -> list[str]:
+    """The paths of the linear layers an adapter of this selection holds in ComfyUI's diffusion model, for every
+    family in ADAPTER_BLOCKS; for "transformer" also the UNets' linear proj_in / proj_out around the blocks (SD2,
+    SDXL)."""
+    paths = []
+    for block_type, (attention, others) in ADAPTER_BLOCKS.items():
+        paths += linear_layers(diffusion_model, selection, attention, others, block_type)
     if selection == "transformer":
         paths += linear_layers(diffusion_model, selection, (), ("proj_in", "proj_out"), "SpatialTransformer")
     return sorted(paths)
@@ -100,6 +117,7 @@ class ComfyBackend:
         self.compute_dtype = self.model.manual_cast_dtype or self.model.get_dtype()
         self.examples, self.latents = self._prepare(examples)
         self.groups = self._token_groups()
+        self._caption_group = None if self.groups is None else {e.caption: self.groups[i][0] for i, e in enumerate(self.examples)}
 
     def _token_groups(self) -> list[list[int]] | None:
         """For models that cannot tile contexts: each example's group of examples with the same token counts (from
@@ -210,7 +228,7 @@ class ComfyBackend:
         return self.model.diffusion_model
 
     def adapter_layers(self, selection: str) -> list[str]:
-        return unet_adapter_layers(self.model.diffusion_model, selection)
+        return adapter_layers_of(self.model.diffusion_model, selection)
 
     def checkpoint_layers(self) -> int:
         return checkpoint_layers(self.model.diffusion_model, {"ResBlock", "SpatialTransformer"})
@@ -274,6 +292,10 @@ class ComfyBackend:
         """Training captions alone (for CFG sampling runs): no latent is drawn or encoded for them."""
         return [self.examples[i].caption for i in self._picks(count, generator)]
 
+    def context_group(self, prompt: str) -> int | None:
+        """The training prompt's token-count group (its first example's index), None where contexts tile."""
+        return None if self._caption_group is None else self._caption_group[prompt]
+
     def noised(self, x0: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         """The model sampling's own noise_scaling: x_0 + σ·ε for eps and v, (1 − σ)·x_0 + σ·ε for flow (CONST)."""
         return self.model.model_sampling.noise_scaling(sigma, noise, x0)
@@ -324,9 +346,9 @@ def comfy_run(args):
     loaded = load_model(args, comfy, PRECISIONS[args.mixed_precision])
     flag = "--ckpt" if args.ckpt else "--unet"
     family = model_family(loaded, flag)
-    if args.train != "sharpener" and family not in UNET_FAMILIES:
-        raise SystemExit(f"--train {args.train}: the guidance adapter knows the UNet families' layers "
-                         f"({', '.join(sorted(UNET_FAMILIES))}), not {family}'s yet; train a sharpener for it")
+    if args.train != "sharpener" and family not in ADAPTER_FAMILIES:
+        raise SystemExit(f"--train {args.train}: the guidance adapter knows the layers of "
+                         f"{', '.join(sorted(ADAPTER_FAMILIES))}, not {family}'s yet; train a sharpener for it")
     if args.negatives and family not in UNET_FAMILIES:
         raise SystemExit(f"--negatives: not for {family} yet (its sampler runs prompts of different token counts "
                          "as separate calls, which random negative prompts would make of every batch)")

@@ -56,13 +56,23 @@ class TrajectoryStates:
         """count states as a training batch (the keys make_batch gives)."""
         self._run(math.ceil(count / (sum(STEP_COUNTS) / len(STEP_COUNTS))), generator)
         del self.states[:max(0, len(self.states) - POOL_BATCHES * count)]
-        picks = torch.randint(0, len(self.states), (count,), generator=generator).tolist()
+        picks = self._picks(count, generator)
         x, sigma, prompts, references, w = zip(*(self.states[i] for i in picks))
         batch = {"x": torch.stack(x), "sigma": torch.stack(sigma), "c": self.backend.encode_prompts(list(prompts)),
                  "c_ref": self.backend.encode_prompts(list(references)),
                  "y": self.backend.encode_vectors(list(prompts)), "y_ref": self.backend.encode_vectors(list(references)),
                  "w": torch.stack(w) if self.guidance_range else None, **negative_marks(list(references), self.negatives)}
         return {k: v.to(device) for k, v in batch.items() if v is not None}
+
+    def _picks(self, count: int, generator: torch.Generator) -> list[int]:
+        """count random states; where the model's sampler cannot join prompts of different token counts into one
+        call, the rest from the first one's group (the UNets' draws are as they were)."""
+        picks = torch.randint(0, len(self.states), (count,), generator=generator).tolist()
+        group = self.backend.context_group(self.states[picks[0]][2])
+        if group is None:
+            return picks
+        same = [i for i, state in enumerate(self.states) if self.backend.context_group(state[2]) == group]
+        return [picks[0]] + [same[i] for i in torch.randint(0, len(same), (count - 1,), generator=generator).tolist()]
 
     def state_dict(self) -> dict:
         """The pool, so a resumed run draws exactly what an uninterrupted one would."""

@@ -9,7 +9,10 @@ to the trainer's parser), then takes one sampler step through comfy.sample.sampl
 ComfyUI's CLIPTextEncode node (which carries the pooled output) and compares CFG's noise prediction there with the
 trainer's teacher. With --sharpener, also one step at cfg 1 on the Sharpen Conditioning node's output against the
 trainer's student; with --sampling too, ComfyUI's common_ksampler at cfg 1 on that output, counting the model's calls
-and their batch sizes, and at α = 0 against the plain prompt's image. Prints one JSON line.
+and their batch sizes, and at α = 0 against the plain prompt's image. With --adapter, the same for a guidance
+adapter: one step at cfg 1 on the model from the Load DICE Guidance Adapter node (ComfyUI's own LoRA code) against the
+trainer's student (the adapter hooked into the model), how many weights ComfyUI patched, the KSampler's calls at
+cfg 1 and strength 0 against the plain model's image. Prints one JSON line.
 """
 from __future__ import annotations
 
@@ -29,8 +32,9 @@ def main() -> None:
     parser.add_argument("--guidance", type=float, default=5.0)
     parser.add_argument("--resolution", type=int, default=64)
     parser.add_argument("--sharpener", help="a sharpener file for this model, to check the nodes' path too")
-    parser.add_argument("--sampling", action="store_true", help="with --sharpener: count the KSampler's calls at cfg 1 "
-                        "and compare α = 0 with the plain prompt's image")
+    parser.add_argument("--adapter", help="a guidance adapter file for this model, to check it through ComfyUI's LoRA code")
+    parser.add_argument("--sampling", action="store_true", help="with --sharpener or --adapter: count the KSampler's calls "
+                        "at cfg 1 and compare α = 0 (strength 0) with the plain model's image")
     options, model_flags = parser.parse_known_args()
 
     sys.path.insert(0, str(PACK_ROOT / "training"))
@@ -55,7 +59,7 @@ def main() -> None:
     sigma = backend.sampling_sigmas(4)[1:2]
     noise = torch.randn((1, *backend.latent_shape), generator=torch.Generator().manual_seed(0))
 
-    def ksampler_eps(conditioning, cfg: float) -> tuple[torch.Tensor, torch.Tensor]:
+    def ksampler_eps(conditioning, cfg: float, patcher=backend.patcher) -> tuple[torch.Tensor, torch.Tensor]:
         """(x, eps) of one step of ComfyUI's sampler at σ, with a sampler that only records the model's output."""
         seen = {}
 
@@ -64,7 +68,7 @@ def main() -> None:
             seen["denoised"] = model(x, sigmas[0] * x.new_ones(len(x)), **(extra_args or {}))
             return seen["denoised"]
 
-        comfy.sample.sample_custom(backend.patcher, noise, cfg, comfy.samplers.KSAMPLER(one_call),
+        comfy.sample.sample_custom(patcher, noise, cfg, comfy.samplers.KSAMPLER(one_call),
                                    torch.cat([sigma, sigma.new_zeros(1)]).cpu(), conditioning, negative,
                                    torch.zeros_like(noise), seed=0)
         x = seen["x"].float()
@@ -98,7 +102,61 @@ def main() -> None:
         report["mean_abs_sharpened_minus_unguided"] = float((student - unguided.float().cpu()).abs().mean())
         if options.sampling:
             report.update(sampling_report(backend, positive, negative, sharpener, nodes))
+    if options.adapter:
+        report.update(adapter_report(backend, batch, unguided, positive, negative, Path(options.adapter).resolve(),
+                                     ksampler_eps, options.sampling))
     print(json.dumps(report))
+
+
+def adapter_report(backend, batch, unguided, positive, negative, path, ksampler_eps, sampling: bool) -> dict:
+    """The adapter through the Load DICE Guidance Adapter node (ComfyUI's LoRA code) against the trainer's student,
+    ComfyUI's weight patches, and with sampling the KSampler's calls at cfg 1 and strength 0 against the plain model."""
+    import comfy.lora
+    import folder_paths
+    import nodes
+    import torch
+
+    from dice_pack.nodes.adapter_loader import FOLDER_NAME, LoadDICEAdapter
+    from dice_pack.nodes.negative_prompt import DICENegativePrompt
+    from dice_pack.sharpeners.adapter_file import load_adapter
+    from dice_pack.sharpeners.errors import ConditioningError
+    from dice_pack.training.loop import single_call
+
+    adapter = load_adapter(path)
+    hooked = adapter.attach_to(backend.model.diffusion_model)  # on the plain weights: ComfyUI has not patched them yet
+    with torch.no_grad():
+        student = single_call(backend, batch, batch["c"]).float().cpu()
+    hooked.detach()
+    folder_paths.add_model_folder_path(FOLDER_NAME, str(path.parent))
+    adapted = LoadDICEAdapter().load(backend.patcher, path.name, 1.0, 5.0)[0]
+    _, node_eps = ksampler_eps(positive, 1.0, adapted)
+    report = {"adapter_layers": len(adapter.names), "patched_weights": len(adapted.patches),
+              "lora_keys_of_model": len(comfy.lora.model_lora_keys_unet(backend.model, {})),
+              "adapted_max_abs_difference": float((student - node_eps).abs().max()),
+              "mean_abs_adapted_minus_unguided": float((student - unguided.float().cpu()).abs().mean())}
+    try:
+        DICENegativePrompt().patch(adapted, negative)
+        report["negative_node_error"] = None
+    except ConditioningError as error:
+        report["negative_node_error"] = str(error)
+    if not sampling:
+        return report
+    batches: list[int] = []
+    hook = backend.model.diffusion_model.register_forward_pre_hook(
+        lambda module, args: batches.append(int(args[0].shape[0])))
+    latent = {"samples": torch.zeros(1, *backend.latent_shape)}
+    cases = []
+    for sampler, scheduler in (("euler", "simple"), ("dpmpp_2m", "karras")):
+        batches.clear()
+        nodes.common_ksampler(adapted, 0, 4, 1.0, sampler, scheduler, positive, negative, latent)
+        cases.append({"sampler": sampler, "scheduler": scheduler, "steps": 4, "calls": len(batches),
+                      "batch_sizes": sorted(set(batches))})
+    hook.remove()
+    zero = LoadDICEAdapter().load(backend.patcher, path.name, 0.0, 5.0)[0]
+    images = [nodes.common_ksampler(m, 7, 3, 1.0, "euler", "simple", positive, negative, latent)[0]["samples"]
+              for m in (zero, backend.patcher, adapted)]
+    return {**report, "adapter_cases": cases, "strength0_equals_plain": bool(torch.equal(images[0], images[1])),
+            "strength1_differs": not torch.equal(images[2], images[1])}
 
 
 def sampling_report(backend, positive, negative, sharpener, nodes) -> dict:

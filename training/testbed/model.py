@@ -129,6 +129,9 @@ class Testbed:
     def join_contexts(self, contexts: list[torch.Tensor]) -> list[torch.Tensor]:
         return repeat_to_common_length(contexts)  # cross-attention only: a tiled sequence gives the same result
 
+    def context_group(self, prompt: str) -> None:
+        return None  # contexts tile: any prompts go into one call
+
     def noised(self, x0: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         return self.schedule.noised(x0, noise, sigma)
 
