@@ -16,7 +16,7 @@ from ..sharpeners.adapter import linear_layers
 from ..sharpeners.formulas import repeat_to_common_length
 from .checkpoint import write_atomic
 from .comfy_locate import find_comfy_root
-from .comfy_models import ADAPTER_FAMILIES, CLIP_TYPE, PREDICTION, UNET_FAMILIES, load_model, model_family, native_resolution
+from .comfy_models import CLIP_TYPE, PREDICTION, UNET_FAMILIES, load_model, model_family, native_resolution
 from .datasets import DatasetError, Example, load_examples
 from .hashing import file_sha256
 from .loop import RunInfo
@@ -228,7 +228,11 @@ class ComfyBackend:
         return self.model.diffusion_model
 
     def adapter_layers(self, selection: str) -> list[str]:
-        return adapter_layers_of(self.model.diffusion_model, selection)
+        paths = adapter_layers_of(self.model.diffusion_model, selection)
+        if not paths:  # a family whose blocks ADAPTER_BLOCKS does not name
+            raise SystemExit(f"--train adapter: no {selection} layers known in this "
+                             f"{type(self.model.model_config).__name__} model; train a sharpener for it")
+        return paths
 
     def checkpoint_layers(self) -> int:
         return checkpoint_layers(self.model.diffusion_model, {"ResBlock", "SpatialTransformer"})
@@ -346,9 +350,6 @@ def comfy_run(args):
     loaded = load_model(args, comfy, PRECISIONS[args.mixed_precision])
     flag = "--ckpt" if args.ckpt else "--unet"
     family = model_family(loaded, flag)
-    if args.train != "sharpener" and family not in ADAPTER_FAMILIES:
-        raise SystemExit(f"--train {args.train}: the guidance adapter knows the layers of "
-                         f"{', '.join(sorted(ADAPTER_FAMILIES))}, not {family}'s yet; train a sharpener for it")
     if args.negatives and family not in UNET_FAMILIES:
         raise SystemExit(f"--negatives: not for {family} yet (its sampler runs prompts of different token counts "
                          "as separate calls, which random negative prompts would make of every batch)")

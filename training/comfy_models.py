@@ -13,10 +13,8 @@ SUPPORTED = {"SD15": "sd15", "SD20": "sd2", "SDXL": "sdxl", "SSD1B": "sdxl", "Se
              "PixArtSigma": "pixart_sigma"}
 # Guidance-distilled models: trained to give CFG's result from one call, so there is no CFG for DICE to learn.
 GUIDANCE_DISTILLED = {"Flux": "Flux dev", "FluxSchnell": "Flux schnell", "FluxInpaint": "Flux Fill"}
-# The UNet families (whose sampler tiles prompts of different lengths into one call), and the families whose blocks
-# a guidance adapter knows how to name (comfy_backend.ADAPTER_BLOCKS), each proven by the host tests.
+# The UNet families, whose sampler tiles prompts of different lengths into one call.
 UNET_FAMILIES = {"sd15", "sd2", "sdxl"}
-ADAPTER_FAMILIES = UNET_FAMILIES | {"sd3", "pixart_alpha", "pixart_sigma"}
 # Training image size when --resolution is not given: the size each family and prediction type was trained at
 # (PixArt's own comes from its position embedding, as ComfyUI reads it).
 NATIVE_RESOLUTION = {("sd15", "eps"): 512, ("sd15", "v"): 512, ("sd2", "eps"): 512, ("sd2", "v"): 768,

@@ -111,7 +111,6 @@ def main() -> None:
 def adapter_report(backend, batch, unguided, positive, negative, path, ksampler_eps, sampling: bool) -> dict:
     """The adapter through the Load DICE Guidance Adapter node (ComfyUI's LoRA code) against the trainer's student,
     ComfyUI's weight patches, and with sampling the KSampler's calls at cfg 1 and strength 0 against the plain model."""
-    import comfy.lora
     import folder_paths
     import nodes
     import torch
@@ -131,7 +130,6 @@ def adapter_report(backend, batch, unguided, positive, negative, path, ksampler_
     adapted = LoadDICEAdapter().load(backend.patcher, path.name, 1.0, 5.0)[0]
     _, node_eps = ksampler_eps(positive, 1.0, adapted)
     report = {"adapter_layers": len(adapter.names), "patched_weights": len(adapted.patches),
-              "lora_keys_of_model": len(comfy.lora.model_lora_keys_unet(backend.model, {})),
               "adapted_max_abs_difference": float((student - node_eps).abs().max()),
               "mean_abs_adapted_minus_unguided": float((student - unguided.float().cpu()).abs().mean())}
     try:
