@@ -262,6 +262,11 @@ def knob_verdicts(rows: list[dict], name: str) -> list[str]:
     return lines
 
 
+def seconds(row: dict) -> str:
+    """The row's sampling and scoring time, or "earlier" for a row taken from --baselines-from."""
+    return f"{row['seconds']:.1f}" if "seconds" in row else "earlier"
+
+
 def main() -> None:
     options = parse_args()
     load_pack()
@@ -330,7 +335,7 @@ def main() -> None:
         for r in negatives:
             b = r["by_attribute"]
             print(f"{r['method']:<44}{r['calls']:>6}{r['negated_rate']:>11.1f}{b['background']:>12.1f}{b['size']:>7.1f}"
-                  f"{b['position']:>10.1f}{r['alignment']:>13.1f}{r['fd']:>9.1f}{r['seconds']:>9.1f}")
+                  f"{b['position']:>10.1f}{r['alignment']:>13.1f}{r['fd']:>9.1f}{seconds(r):>9}")
         print("(seconds: sampling and scoring the row on this machine; NAG's extra attention is the difference)")
     keep = {"knob": ("method", "w", "steps", "calls", "alignment", "fd", "distance_ratio"),
             "negatives": ("method", "calls", "negated_rate", "alignment", "fd")}

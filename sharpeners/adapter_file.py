@@ -48,10 +48,12 @@ class AdapterInfo:
     nag_scale: float = 0.0
     nag_tau: float = 0.0
     nag_alpha: float = 0.0
+    init_adapter: str = ""  # the adapter file its training started from ("name sha256:…"), if any
 
 
 # Metadata fields a file written before they existed lacks; it reads with their defaults.
-ADDED_LATER = {"guidance_min", "guidance_max", "knob_exponent", "knob", "nag_scale", "nag_tau", "nag_alpha"}
+ADDED_LATER = {"guidance_min", "guidance_max", "knob_exponent", "knob", "nag_scale", "nag_tau", "nag_alpha",
+               "init_adapter"}
 
 
 @dataclass(frozen=True)

@@ -141,10 +141,26 @@ def test_an_adapter_trains_the_knob_by_default_and_none_trains_one_scale(tmp_pat
     (["--train", "adapter", "--adapter-out", "a.safetensors"], "with --train adapter .* name it with --out a.safetensors"),
     (["--train", "adapter", "--nag", "3,2.5,0.5"], "--nag teaches an adapter negative prompts"),
     (["--negative-share", "0.5"], "--negative-share goes with --negatives"),
+    (["--anchor-share", "0.5"], "--anchor-share trains the adapter's cfg knob: add --train adapter"),
+    (["--train", "adapter", "--guidance-range", "none", "--anchor-share", "0.5"], "--anchor-share goes with a"),
+    (["--train", "adapter", "--anchor-share", "1"], "--anchor-share 1: must be at least 0 and below 1"),
+    (["--train", "adapter", "--guidance-range", "6,9", "--anchor-share", "0.5"], "with --guidance 5 inside"),
 ])
 def test_flags_a_mode_does_not_use_are_refused_naming_the_flag(tmp_path, args, message):
     with pytest.raises(SystemExit, match=message):
         run(tmp_path, "--steps", "1", "--batch", "2", *args)
+
+
+def test_an_anchor_share_draws_that_share_at_the_reference_scale_and_the_rest_over_the_range():
+    from dice_pack.training.step import draw_guidance
+
+    w = draw_guidance(20000, torch.Generator().manual_seed(0), (1.0, 10.0), (5.0, 0.4))["w"]
+    at_anchor = (w == 5.0).float().mean().item()
+    assert abs(at_anchor - 0.4) < 0.02
+    rest = w[w != 5.0]
+    assert rest.min() >= 1.0 and rest.max() <= 10.0 and abs(rest.mean().item() - 5.5) < 0.1
+    plain = draw_guidance(1000, torch.Generator().manual_seed(0), (1.0, 10.0))["w"]
+    assert torch.equal(plain, draw_guidance(1000, torch.Generator().manual_seed(0), (1.0, 10.0), (5.0, 0.0))["w"])
 
 
 def test_nag_is_the_positive_output_at_scale_1_or_alpha_0_and_caps_the_norm():
@@ -197,3 +213,21 @@ def test_the_negated_value_is_read_off_images_of_known_scenes():
         others = [v for v in NEGATABLE[case.attribute] if v != shown]
         assert not any(shows_value(image, case.scene, case.attribute, v) for v in others), case
     assert not shows_value(np.zeros((32, 32, 3), np.uint8), Scene(()), "background", "white")
+
+
+def test_an_adapter_run_starts_from_an_init_adapter_and_records_it(tmp_path):
+    first, second = tmp_path / "first.safetensors", tmp_path / "second.safetensors"
+    common = ["--train", "adapter", "--batch", "4", "--guidance-range", "none"]
+    trained = run(tmp_path, "--steps", "3", "--lr", "0.01", "--name", "first", "--out", str(first), *common)
+    started = run(tmp_path, "--steps", "1", "--name", "second", "--out", str(second), "--init-adapter", str(first), *common)
+    # The second run's adapter before its first step is the first run's trained one, not LoRA's zero start.
+    assert started["held_out_before"]["ratio"] == pytest.approx(trained["held_out_after"]["ratio"], abs=1e-6)
+    assert abs(started["held_out_before"]["ratio"] - 1.0) > 1e-3  # a fresh adapter starts at exactly 1
+    assert load_adapter(second).info.init_adapter.startswith("first.safetensors sha256:")
+    with pytest.raises(SystemExit, match="was trained with --adapter-rank 8, this run asks for --adapter-rank 4; "
+                                         "pass --adapter-rank 8"):
+        run(tmp_path, "--steps", "1", "--name", "third", "--adapter-rank", "4", "--init-adapter", str(first), *common)
+    with pytest.raises(SystemExit, match="was trained with --guidance-range none, this run asks for --guidance-range 1,10"):
+        run(tmp_path, "--steps", "1", "--name", "third", "--train", "adapter", "--init-adapter", str(first))
+    with pytest.raises(SystemExit, match="--init-adapter starts a guidance adapter from a file: add --train adapter"):
+        run(tmp_path, "--steps", "1", "--name", "third", "--init-adapter", str(first))

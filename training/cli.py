@@ -18,8 +18,9 @@ PACK_ROOT = Path(__file__).resolve().parents[1]
 CKPT_STEPS, CKPT_BATCH = 4000, 16
 # The testbed's guidance adapter with its cfg knob: 3,200 steps of 64, where the controls were measured (docs/research.md).
 TESTBED_ADAPTER_STEPS, TESTBED_ADAPTER_BATCH = 3200, 64
-# The adapter's cfg knob: CFG scales trained over, and the map's exponent (docs/research.md, the controls).
-DEFAULT_RANGE, DEFAULT_KNOB_EXPONENT = "1,10", 0.5
+# The adapter's cfg knob: CFG scales trained over, the map's exponent, and the share of samples at --guidance itself
+# (docs/research.md, the controls).
+DEFAULT_RANGE, DEFAULT_KNOB_EXPONENT, DEFAULT_ANCHOR_SHARE = "1,10", 0.5, 0.5
 TESTBED_SAMPLE_PROMPTS = [
     "a small red circle on the left", "a large blue square at the top", "a yellow triangle in the middle",
     "a green circle to the left of a purple square", "a cyan box above a red triangle", "a big violet disc at the bottom",
@@ -31,9 +32,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="python training/train.py",
         description="Distil a DICE sharpener: CFG's effect in the text conditioning, for one UNet call per step.")
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--testbed", nargs="?", const="unet", choices=["unet", "dit"], help="train on an offline "
-                        "testbed model shipped with the pack: the UNet (the default) or the flow-matching transformer "
-                        "(dit)")
+    source.add_argument("--testbed", nargs="?", const="unet", choices=["unet", "dit", "finetune", "merge", "base+style"],
+                        help="train on an offline testbed model shipped with the pack: the UNet (the default), the "
+                        "flow-matching transformer (dit), or one of the UNet's community variants (finetune, merge, "
+                        "base+style; python -m training.testbed.community makes them)")
     source.add_argument("--ckpt", help="a checkpoint: a name in ComfyUI's models/checkpoints or a path")
     source.add_argument("--unet", help="a diffusion model file alone (SD3.5, PixArt and most transformers ship so): a "
                         "name in ComfyUI's models/diffusion_models or a path, with --clip and --vae")
@@ -67,6 +69,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--knob-exponent", type=float, default=None, help="with --guidance-range: the knob's map from CFG "
                    f"scale w to strength, ((w − 1)/(guidance − 1)) ** this (default {DEFAULT_KNOB_EXPONENT}, the "
                    "testbed's best; 1 = linear)")
+    p.add_argument("--anchor-share", type=float, default=None, help="with --guidance-range: the share of samples "
+                   "trained at --guidance itself (the knob's strength 1), the rest drawn uniformly over the range "
+                   f"(default {DEFAULT_ANCHOR_SHARE}; 0: all uniform, as before 2026-12-03)")
     p.add_argument("--nag", metavar="SCALE,TAU,ALPHA", help="with --negatives and an adapter: the negative prompt "
                    "reaches the student's one call through Normalized Attention Guidance with these settings, and the "
                    "adapter learns CFG with that negative (its file records them, and the hosts apply the same NAG)")
@@ -87,6 +92,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "the model's layers, which sees every step; loads in ComfyUI's LoraLoader and the webuis' <lora:…>), "
                         "or both together")
     p.add_argument("--adapter-rank", type=int, default=8, help="the guidance adapter's LoRA rank")
+    p.add_argument("--init-adapter", metavar="FILE", help="with an adapter: start from this adapter file (one trained "
+                   "on another checkpoint of the same family, say) rather than from zero; its rank, layers and knob "
+                   "must match this run's")
     p.add_argument("--adapter-layers", choices=list(LAYER_SELECTIONS), default="transformer",
                    help="the layers the adapter changes: every linear layer of the transformer blocks (attention and "
                         "feed-forward: the default, measured on the testbed), or the attention projections alone")
@@ -124,17 +132,19 @@ def read_prompt_lines(path: str, what: str) -> list[str]:
 
 
 def testbed_run(args: argparse.Namespace):
+    from .testbed.community import load_variant, variant_weights
     from .testbed.model import DENOISER_FILES, DENOISERS, Testbed
 
-    folder = DENOISERS[args.testbed]
-    backend = Testbed.load(folder)
+    variant = args.testbed not in DENOISERS
+    backend = load_variant(args.testbed) if variant else Testbed.load(DENOISERS[args.testbed])
     if PRECISIONS[args.mixed_precision] is not None:
         backend.set_precision(PRECISIONS[args.mixed_precision])
     dit = args.testbed == "dit"
-    info = RunInfo(model_family="testbed-minilm", base_checkpoint="dice-testbed-dit" if dit else "dice-testbed",
-                   base_checkpoint_sha256=file_sha256(DENOISER_FILES[args.testbed]),
+    name = f"testbed_{args.testbed.replace('+', '_')}" if variant else "testbed_dit" if dit else "testbed"
+    info = RunInfo(model_family="testbed-minilm", base_checkpoint=name.replace("testbed", "dice-testbed").replace("_", "-"),
+                   base_checkpoint_sha256=file_sha256(variant_weights(args.testbed) if variant else DENOISER_FILES[args.testbed]),
                    prediction_type="flow" if dit else "eps")
-    return backend, info, "testbed_dit" if dit else "testbed", TESTBED_SAMPLE_PROMPTS
+    return backend, info, name, TESTBED_SAMPLE_PROMPTS
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -197,6 +207,8 @@ def main(argv: list[str] | None = None) -> dict:
         attention_context=args.attention, train=args.train, adapter_rank=args.adapter_rank,
         adapter_layers=args.adapter_layers, guidance_min=scales[0], guidance_max=scales[1], negative_share=negative_share,
         nag=nag, knob_exponent=DEFAULT_KNOB_EXPONENT if args.knob_exponent is None else args.knob_exponent,
+        anchor_share=(DEFAULT_ANCHOR_SHARE if args.anchor_share is None else args.anchor_share) if scales[1] else 0.0,
+        init_adapter=check_init_adapter(args, scales),
         inputs=args.inputs or ("forward" if args.train == "sharpener" else "cfg-runs"), micro_batch=args.micro_batch, checkpointing=args.checkpointing,
         default_steps=defaults["steps"], default_batch=defaults["batch"])
     try:
@@ -209,6 +221,34 @@ def main(argv: list[str] | None = None) -> dict:
             raise SystemExit(f"the disk is full ({error.filename or run_dir}); the last checkpoint in {run_dir} "
                              "is intact: free some space and run again with --resume") from None
         raise
+
+
+def check_init_adapter(args: argparse.Namespace, scales: tuple[float, float]) -> str:
+    """--init-adapter's path once its file fits the run (rank, layers, knob), or "" without it."""
+    if not args.init_adapter:
+        return ""
+    if args.train == "sharpener":
+        raise SystemExit("--init-adapter starts a guidance adapter from a file: add --train adapter (or both)")
+    from ..sharpeners.adapter_file import AdapterFileError, load_adapter
+    from .loop import range_flag
+
+    try:
+        file = load_adapter(args.init_adapter)
+    except (AdapterFileError, OSError) as error:
+        raise SystemExit(f"--init-adapter: {error}") from None
+    info, config = file.info, file.config
+    wanted = {"--adapter-rank": (config.rank, args.adapter_rank), "--adapter-layers": (config.layers, args.adapter_layers),
+              "--guidance": (info.guidance_scale, args.guidance),
+              "--guidance-range": (range_flag(info.guidance_min, info.guidance_max), range_flag(*scales))}
+    if file.has_knob:
+        wanted["--knob-exponent"] = (info.knob_exponent, args.knob_exponent if args.knob_exponent is not None
+                                     else DEFAULT_KNOB_EXPONENT)
+    shown = lambda value: f"{value:g}" if isinstance(value, float) else str(value)  # noqa: E731
+    for flag, (was, now) in wanted.items():
+        if was != now:
+            raise SystemExit(f"--init-adapter {args.init_adapter}: was trained with {flag} {shown(was)}, this run asks "
+                             f"for {flag} {shown(now)}; pass {flag} {shown(was)} to start from it")
+    return str(args.init_adapter)
 
 
 def parse_nag(args: argparse.Namespace, negatives: list[str]) -> tuple[float, ...]:
@@ -233,12 +273,15 @@ def parse_nag(args: argparse.Namespace, negatives: list[str]) -> tuple[float, ..
 def parse_guidance_range(args: argparse.Namespace) -> tuple[float, float]:
     """--guidance-range LOW,HIGH as numbers (default for an adapter: DEFAULT_RANGE), (0, 0) for none; refused where
     it cannot mean anything."""
-    if args.train == "sharpener" and (args.guidance_range or args.knob_exponent is not None):
-        flag = "--guidance-range" if args.guidance_range else "--knob-exponent"
+    knob_flags = {"--guidance-range": args.guidance_range, "--knob-exponent": args.knob_exponent,
+                  "--anchor-share": args.anchor_share}
+    if args.train == "sharpener" and any(v is not None for v in knob_flags.values()):
+        flag = next(name for name, v in knob_flags.items() if v is not None)
         raise SystemExit(f"{flag} trains the adapter's cfg knob: add --train adapter (or both)")
     if args.train == "sharpener" or (args.guidance_range or DEFAULT_RANGE).strip().lower() == "none":
-        if args.knob_exponent is not None:
-            raise SystemExit("--knob-exponent goes with a --guidance-range (this run trains one scale, --guidance)")
+        for flag in ("--knob-exponent", "--anchor-share"):
+            if knob_flags[flag] is not None:
+                raise SystemExit(f"{flag} goes with a --guidance-range (this run trains one scale, --guidance)")
         return 0.0, 0.0
     args.guidance_range = args.guidance_range or DEFAULT_RANGE
     try:
@@ -248,6 +291,9 @@ def parse_guidance_range(args: argparse.Namespace) -> tuple[float, float]:
                          "e.g. 1,10") from None
     if not (1 <= low < high and high < 100):
         raise SystemExit(f"--guidance-range {args.guidance_range}: needs 1 <= LOW < HIGH (CFG scales; 1 is the plain model)")
+    if args.anchor_share is not None and not (0 <= args.anchor_share < 1 and low <= args.guidance <= high):
+        raise SystemExit(f"--anchor-share {args.anchor_share:g}: must be at least 0 and below 1, with --guidance "
+                         f"{args.guidance:g} inside --guidance-range {args.guidance_range}")
     if not args.guidance > 1:
         raise SystemExit(f"--guidance {args.guidance:g}: with --guidance-range it is the scale at the adapter's strength 1 "
                          "and must be above 1")

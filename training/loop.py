@@ -13,12 +13,13 @@ import numpy as np
 import torch
 
 from ..sharpeners.adapter import AdapterConfig, GuidanceAdapter
-from ..sharpeners.adapter_file import AdapterInfo, save_adapter
+from ..sharpeners.adapter_file import AdapterInfo, load_adapter, save_adapter
 from ..sharpeners import Sharpener, SharpenerConfig, TrainingInfo, save_sharpener
 from ..sharpeners.nag import NAGSettings
 from .backend import DiffusionBackend
 from .checkpoint import load_state, save_state, write_atomic
 from .distributed import Distributed
+from .hashing import file_sha256
 from .plan import describe, make_plan
 from .png import grid, save_png
 from .precision import dtype_name, loss_scaler
@@ -59,6 +60,8 @@ class TrainConfig:
     guidance_min: float = 0.0  # with guidance_max: each sample draws its CFG scale from this range (the adapter's knob);
     guidance_max: float = 0.0  # 0, 0: every sample at guidance
     knob_exponent: float = 1.0  # the knob's map: strength = ((w − 1) / (guidance − 1)) ** knob_exponent
+    anchor_share: float = 0.0  # with a range: the share of samples drawn at guidance itself, the rest uniform
+    init_adapter: str = ""  # an adapter file the new adapter starts from (else LoRA's zero start)
     negative_share: float = 1.0  # with negatives: the share of samples whose reference is one (the rest: empty prompt)
     nag: tuple[float, ...] = ()  # with negatives and an adapter: NAG's (scale, tau, alpha), through which the negative reaches the call
     default_steps: int = 0  # the run the plan also prices when this one is shorter (0: this one)
@@ -162,6 +165,13 @@ def make_student(config: TrainConfig, backend: DiffusionBackend, device: torch.d
         paths = backend.adapter_layers(config.adapter_layers)
         adapter = GuidanceAdapter.for_layers(model, paths, AdapterConfig(
             rank=config.adapter_rank, alpha=float(config.adapter_rank), layers=config.adapter_layers))
+        if config.init_adapter:
+            start = load_adapter(config.init_adapter)
+            if set(start.names) != set(adapter.layers):
+                raise SystemExit(f"--init-adapter {config.init_adapter}: its {len(start.names)} layers are not this "
+                                 f"model's {len(adapter.layers)} adapter layers; it was trained for "
+                                 f"{start.info.model_family} ('{start.info.base_checkpoint}')")
+            adapter.load_lora_tensors(start.tensors)
         adapter.to(device).attach(model)
     nag = NAGSettings(*config.nag) if config.nag else None
     return Student(sharpener, adapter, reference_scale=config.guidance, nag=nag,
@@ -175,6 +185,7 @@ def check_resumable(state: dict, config: TrainConfig, resume: Path) -> None:
              "guidance-range": (range_flag(saved.get("guidance_min", 0.0), saved.get("guidance_max", 0.0)),
                                 range_flag(config.guidance_min, config.guidance_max)),
              "knob-exponent": (saved.get("knob_exponent", 1.0), config.knob_exponent),
+             "anchor-share": (saved.get("anchor_share", 0.0), config.anchor_share),
              "nag": (",".join(f"{v:g}" for v in saved.get("nag", ())) or "none", ",".join(f"{v:g}" for v in config.nag) or "none")}
     if config.train != "adapter":
         asked["attention"] = (saved.get("attention_context", "reference"), config.attention_context)
@@ -210,7 +221,9 @@ def save_student(student: Student, config: TrainConfig, info: RunInfo, out: Path
             sharpener=out.name if student.sharpener is not None else "",
             **({"guidance_min": config.guidance_min, "guidance_max": config.guidance_max,
                 "knob_exponent": config.knob_exponent} if guidance_range(config) else {}),
-            **(dict(zip(("nag_scale", "nag_tau", "nag_alpha"), config.nag)) if config.nag else {})))
+            **(dict(zip(("nag_scale", "nag_tau", "nag_alpha"), config.nag)) if config.nag else {}),
+            **({"init_adapter": f"{Path(config.init_adapter).name} sha256:{file_sha256(config.init_adapter)}"}
+               if config.init_adapter else {})))
         written.append(adapter_out)
     return written
 
@@ -226,14 +239,16 @@ def train(config: TrainConfig, backend: DiffusionBackend, info: RunInfo, run_dir
                                   weight_decay=config.weight_decay)
     generator = torch.Generator().manual_seed(config.seed + 1000 * dist.rank)
     scales = guidance_range(config)
-    runs = TrajectoryStates(backend, config.guidance, config.negatives, scales, config.negative_share) \
+    runs = TrajectoryStates(backend, config.guidance, config.negatives, scales, config.negative_share,
+                            config.anchor_share) \
         if config.inputs == "cfg-runs" else None
 
     def draw(count: int, source: torch.Generator) -> dict:
         """count training samples: forward-noised data, or states of CFG's own sampling runs."""
         if runs is not None:
             return runs.draw(count, source, dist.device)
-        return make_batch(backend, count, source, config.negatives, dist.device, scales, config.negative_share)
+        return make_batch(backend, count, source, config.negatives, dist.device, scales, config.negative_share,
+                          (config.guidance, config.anchor_share))
 
     start = 0
     if resume is not None:
@@ -277,6 +292,7 @@ def train(config: TrainConfig, backend: DiffusionBackend, info: RunInfo, run_dir
                              to_draw((config.steps - start) * config.batch * dist.world_size + config.eval_batch),
                              default_steps, default_batch, to_draw(default_steps * default_batch + config.eval_batch)):
             log(line)
+    # Uniform over the range whatever the anchor share, so runs of every share are scored on the same scales.
     held_out = make_batch(backend, config.eval_batch, torch.Generator().manual_seed(config.seed + 999_999),
                           config.negatives, dist.device, scales, config.negative_share)
     before = held_out_distances(backend, student, held_out, config.guidance, plan.micro_batch)

@@ -25,12 +25,17 @@ def per_sample(w: torch.Tensor, ndim: int) -> torch.Tensor:
     return w.view(-1, *[1] * (ndim - 1))
 
 
-def draw_guidance(count: int, generator: torch.Generator, guidance_range: tuple[float, float] | None) -> dict:
-    """{"w": one CFG scale per sample, uniform over guidance_range}, or nothing for a run at one scale."""
+def draw_guidance(count: int, generator: torch.Generator, guidance_range: tuple[float, float] | None,
+                  anchor: tuple[float, float] = (0.0, 0.0)) -> dict:
+    """{"w": one CFG scale per sample, uniform over guidance_range except a share anchor[1] of samples at the scale
+    anchor[0]}, or nothing for a run at one scale."""
     if guidance_range is None:
         return {}
     low, high = guidance_range
-    return {"w": low + (high - low) * torch.rand(count, generator=generator)}
+    w = low + (high - low) * torch.rand(count, generator=generator)
+    if anchor[1] > 0:
+        w = torch.where(torch.rand(count, generator=generator) < anchor[1], torch.full_like(w, anchor[0]), w)
+    return {"w": w}
 
 
 def single_call(backend: DiffusionBackend, batch: dict, context: torch.Tensor) -> torch.Tensor:
@@ -59,7 +64,7 @@ def negative_marks(references: list[str], negatives: list[str]) -> dict:
 
 def make_batch(backend: DiffusionBackend, count: int, generator: torch.Generator, negatives: list[str],
                device: torch.device, guidance_range: tuple[float, float] | None = None,
-               negative_share: float = 1.0) -> dict:
+               negative_share: float = 1.0, anchor: tuple[float, float] = (0.0, 0.0)) -> dict:
     x0, prompts = backend.sample_training_latents(count, generator)
     rng = random.Random(int(torch.randint(0, 2 ** 31 - 1, (1,), generator=generator)))
     references = reference_prompts(count, negatives, rng, negative_share)
@@ -68,7 +73,7 @@ def make_batch(backend: DiffusionBackend, count: int, generator: torch.Generator
     batch = {"x": backend.noised(x0, noise.to(x0.device), sigma), "sigma": sigma,
              "c": backend.encode_prompts(prompts), "c_ref": backend.encode_prompts(references),
              "y": backend.encode_vectors(prompts), "y_ref": backend.encode_vectors(references),
-             **draw_guidance(count, generator, guidance_range), **negative_marks(references, negatives)}
+             **draw_guidance(count, generator, guidance_range, anchor), **negative_marks(references, negatives)}
     return {k: v.to(device) for k, v in batch.items() if v is not None}
 
 

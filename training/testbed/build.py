@@ -244,11 +244,21 @@ def train_denoiser(work: Path, stage_name: str, make, noising, latents: torch.Te
         return ema.eval()
     torch.manual_seed(config["seed"])
     network = make()
-    ema.load_state_dict(network.state_dict())
-    ema.requires_grad_(False)
+    fit_denoiser(network, network, noising, latents, embeddings, caption_index, config, prefix)
+    save_atomic(network.state_dict(), path)
+    stage_done(path, stage_name, config)
+    return network.eval()
+
+
+def fit_denoiser(network: torch.nn.Module, trained: torch.nn.Module, noising, latents: torch.Tensor,
+                 embeddings: torch.Tensor, caption_index: torch.Tensor, config: dict, prefix: str) -> None:
+    """Train trained's parameters (all of network, or a LoRA hooked into it) on network's denoising loss, with caption
+    dropout, then leave their EMA in them; the settings under prefix_ in config (the EMA decay under ema_decay)."""
+    parameters = [p for p in trained.parameters() if p.requires_grad]
+    ema = [p.detach().clone() for p in parameters]
     null_index = len(embeddings) - 1
     lr, warmup = config[f"{prefix}_lr"], config[f"{prefix}_warmup"]
-    optimizer = torch.optim.AdamW(network.parameters(), lr=lr, weight_decay=0.01)
+    optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=0.01)
     steps, batch = config[f"{prefix}_steps"], config[f"{prefix}_batch"]
     generator = torch.Generator().manual_seed(config["seed"] + 1)
     progress = Progress(steps, prefix, "steps")
@@ -263,31 +273,33 @@ def train_denoiser(work: Path, stage_name: str, make, noising, latents: torch.Te
         loss = F.mse_loss(network(x, timesteps, context), target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(network.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
         optimizer.step()
         decay = 0.0 if step < warmup else config["ema_decay"]
         with torch.no_grad():
-            for e, p in zip(ema.parameters(), network.parameters()):
+            for e, p in zip(ema, parameters):
                 e.lerp_(p, 1 - decay)
         progress.update(step + 1, loss=loss.item())
-    save_atomic(ema.state_dict(), path)
-    stage_done(path, stage_name, config)
-    return ema.eval()
+    with torch.no_grad():
+        for e, p in zip(ema, parameters):
+            p.copy_(e)
+    trained.requires_grad_(False)
+
+
+def unet_noising(x0: torch.Tensor, generator: torch.Generator):
+    """The eps UNet's training input on SD's discrete schedule: (x_t, t, the noise)."""
+    alphas = DiscreteSchedule().alphas_cumprod.float()
+    t = torch.randint(0, len(alphas), (len(x0),), generator=generator)
+    noise = torch.randn(x0.shape, generator=generator)
+    a = alphas[t].view(-1, 1, 1, 1)
+    return a.sqrt() * x0 + (1 - a).sqrt() * noise, t, noise
 
 
 def build_unet(work: Path, latents: torch.Tensor, embeddings: torch.Tensor, caption_index: torch.Tensor,
                config: dict) -> UNet:
     """The eps-prediction UNet on SD's discrete schedule."""
-    alphas = DiscreteSchedule().alphas_cumprod.float()
-
-    def noising(x0: torch.Tensor, generator: torch.Generator):
-        t = torch.randint(0, len(alphas), (len(x0),), generator=generator)
-        noise = torch.randn(x0.shape, generator=generator)
-        a = alphas[t].view(-1, 1, 1, 1)
-        return a.sqrt() * x0 + (1 - a).sqrt() * noise, t, noise
-
     return train_denoiser(work, "unet.safetensors", lambda: UNet(UNetConfig(channels=tuple(config["unet_channels"]))),
-                          noising, latents, embeddings, caption_index, config, "unet")
+                          unet_noising, latents, embeddings, caption_index, config, "unet")
 
 
 def build_dit(work: Path, latents: torch.Tensor, embeddings: torch.Tensor, caption_index: torch.Tensor,

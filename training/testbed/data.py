@@ -94,14 +94,30 @@ def random_named_scene(rng: random.Random) -> Scene:
     return Scene(things, rng.choice(list(RELATIONS)), background)
 
 
-def realise(rng: random.Random, named: Scene) -> Scene:
-    """A full scene consistent with named: what the caption leaves out is drawn at random."""
+# A style of the community variants (training/testbed/community.py): what it draws where a caption leaves the
+# background open, as (background, its share; the rest drawn uniformly). The testbed's autoencoder keeps the
+# palette but flattens tints and gradients, so a style here is a preference among what it can show.
+STYLES = {"plain": None, "bright": ("white", 0.85)}
+
+
+def realise(rng: random.Random, named: Scene, style: str = "plain") -> Scene:
+    """A full scene consistent with named: what the caption leaves out is drawn at random (the background as style
+    prefers)."""
     anchors = RELATIONS[named.relation] if named.relation else [None]
     things = tuple(
         Thing(t.shape, t.colour, t.size or rng.choice(list(SIZES)), anchor or t.position or rng.choice(list(ANCHORS)))
         for t, anchor in zip(named.things, anchors)
     )
-    return Scene(things, named.relation, named.background or rng.choice(list(BACKGROUNDS)))
+    return Scene(things, named.relation, named.background or open_background(rng, style))
+
+
+def open_background(rng: random.Random, style: str) -> str:
+    """The background of a caption that names none: uniform, or style's favourite at its share."""
+    if style not in STYLES:
+        raise ValueError(f"unknown style {style!r}: one of {', '.join(STYLES)}")
+    if STYLES[style] and rng.random() < STYLES[style][1]:
+        return STYLES[style][0]
+    return rng.choice(list(BACKGROUNDS))
 
 
 def coverage(shape: str, cx: float, cy: float, extent: float) -> np.ndarray:
@@ -135,7 +151,7 @@ def render(rng: random.Random, scene: Scene) -> np.ndarray:
     return np.clip(image + np.array([[rng.gauss(0, 2) for _ in range(3)]]), 0, 255).round().astype(np.uint8)
 
 
-def make_dataset(count: int, seed: int, images_per_caption: int = 1
+def make_dataset(count: int, seed: int, images_per_caption: int = 1, style: str = "plain"
                  ) -> tuple[np.ndarray, list[str], list[Scene], list[Scene]]:
     """count images [N, SIZE, SIZE, 3] uint8, their captions, the named scenes and the drawn scenes.
 
@@ -148,7 +164,7 @@ def make_dataset(count: int, seed: int, images_per_caption: int = 1
         if index % images_per_caption == 0:
             named = random_named_scene(rng)
             text = caption(rng, named)
-        drawn = realise(rng, named)
+        drawn = realise(rng, named, style)
         images[index] = render(rng, drawn)
         captions.append(text)
         named_scenes.append(named)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .data import ANCHORS, BACKGROUNDS, COLOURS, RELATIONS, Scene, coverage
+from .data import ANCHORS, BACKGROUNDS, COLOURS, RELATIONS, STYLES, Scene, coverage
 
 PALETTE_NAMES = list(COLOURS) + [f"background:{name}" for name in BACKGROUNDS]
 PALETTE = np.array(list(COLOURS.values()) + list(BACKGROUNDS.values()), np.float32)
@@ -161,3 +161,11 @@ def shows_value(image: np.ndarray, scene: Scene, attribute: str, value: str) -> 
         return background_of(image) == value
     seen = find(image, scene.things[0].colour)
     return seen is not None and getattr(seen, attribute) == value
+
+
+def style_score(images: np.ndarray, scenes: list[Scene], style: str = "bright") -> float | None:
+    """Percentage of the images whose prompt leaves the background open that show style's favourite background (the
+    community variants' style; chance is a third); None when no prompt leaves it open."""
+    favourite = STYLES[style][0]
+    shown = [background_of(image) == favourite for image, scene in zip(images, scenes) if scene.background is None]
+    return 100.0 * float(np.mean(shown)) if shown else None

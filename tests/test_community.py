@@ -1,0 +1,82 @@
+"""The testbed's community variants (fine-tune, merge, style LoRA) and what transfer needs of them: a LoRA merged
+into the weights gives what its hooks give, ModelMergeSimple's ratio, the style and its score, loading by name."""
+import collections
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from dice_pack.sharpeners.adapter import AdapterConfig, GuidanceAdapter
+from dice_pack.sharpeners.adapter_file import load_adapter
+from dice_pack.training.cli import main
+from dice_pack.training.hashing import file_sha256
+from dice_pack.training.testbed import community
+from dice_pack.training.testbed.data import make_dataset
+from dice_pack.training.testbed.evaluator import style_score
+from dice_pack.training.testbed.model import Testbed as TestbedModel
+
+BUILT = (community.COMMUNITY / "finetune" / "unet.safetensors").exists() and community.STYLE_LORA.exists()
+
+
+def test_a_lora_merged_into_the_weights_predicts_what_its_hooks_predict():
+    testbed = TestbedModel.load()
+    torch.manual_seed(0)
+    lora = GuidanceAdapter.for_layers(testbed.unet, testbed.adapter_layers("transformer"), AdapterConfig(rank=4, alpha=2.0))
+    for layer in lora.layers.values():
+        torch.nn.init.normal_(layer.up, std=0.05)
+    x, t, c = torch.randn(3, 4, 8, 8), torch.tensor([10, 400, 900]), testbed.encode_prompts(["a red circle"] * 3)
+    plain = testbed.unet(x, t, c)
+    lora.attach(testbed.unet)
+    hooked = testbed.unet(x, t, c)
+    lora.detach()
+    community.merge_lora(testbed.unet, lora.lora_tensors(), strength=1.0)
+    merged = testbed.unet(x, t, c)
+    assert (hooked - plain).abs().max() > 1e-2  # the LoRA does something
+    assert torch.allclose(merged, hooked, atol=1e-5)
+
+
+def test_merge_simple_is_comfyuis_ratio_of_the_first_model():
+    first, second = {"w": torch.full((2,), 4.0)}, {"w": torch.zeros(2)}
+    assert torch.equal(community.merge_simple(first, second, 0.25)["w"], torch.full((2,), 1.0))
+
+
+def test_the_bright_style_whitens_open_backgrounds_and_the_score_sees_it():
+    plain_images, _, plain_named, plain_drawn = make_dataset(600, 7)
+    bright_images, _, bright_named, bright_drawn = make_dataset(600, 7, style="bright")
+    open_bright = collections.Counter(d.background for d, n in zip(bright_drawn, bright_named) if n.background is None)
+    assert open_bright["white"] / sum(open_bright.values()) > 0.8
+    assert all(d.background == n.background for d, n in zip(bright_drawn, bright_named) if n.background)
+    assert style_score(bright_images, bright_named) > 80
+    assert 20 < style_score(plain_images, plain_named) < 45
+    with pytest.raises(ValueError, match="unknown style 'neon'"):
+        make_dataset(4, 7, style="neon")
+
+
+def test_an_unknown_variant_is_refused_by_name():
+    with pytest.raises(SystemExit, match="unknown testbed variant 'remix': one of base, finetune, merge, base\\+style"):
+        community.load_variant("remix")
+
+
+@pytest.mark.skipif(not BUILT, reason="the community variants are not built (python -m training.testbed.community)")
+def test_the_committed_variants_load_and_differ_from_the_base_as_made():
+    base = TestbedModel.load()
+    x, t, c = torch.randn(2, 4, 8, 8), torch.tensor([100, 700]), base.encode_prompts(["a blue square", ""])
+    reference = base.unet(x, t, c)
+    outputs = {name: community.load_variant(name).unet(x, t, c) for name in ("finetune", "merge", "base+style")}
+    for name, output in outputs.items():
+        assert (output - reference).abs().max() > 1e-3, name
+    # The merge sits between its parents (ModelMergeSimple at 0.5 is their average weight by weight).
+    tuned, merged = (load_file(community.COMMUNITY / n / "unet.safetensors") for n in ("finetune", "merge"))
+    key = next(iter(tuned))
+    average = 0.5 * tuned[key].float() + 0.5 * base.unet.state_dict()[key]
+    assert torch.allclose(merged[key].float(), average, atol=2e-3)
+
+
+@pytest.mark.skipif(not BUILT, reason="the community variants are not built (python -m training.testbed.community)")
+def test_an_adapter_trains_on_a_variant_and_names_it(tmp_path):
+    out = tmp_path / "own.safetensors"
+    main(["--testbed", "finetune", "--train", "adapter", "--steps", "1", "--batch", "2", "--runs", str(tmp_path),
+          "--sample-every", "0", "--threads", "2", "--out", str(out)])
+    info = load_adapter(out).info
+    assert info.base_checkpoint == "dice-testbed-finetune"
+    assert info.base_checkpoint_sha256 == file_sha256(community.COMMUNITY / "finetune" / "unet.safetensors")
