@@ -15,7 +15,7 @@ from dice_pack.training.testbed.data import make_dataset
 from dice_pack.training.testbed.evaluator import style_score
 from dice_pack.training.testbed.model import Testbed as TestbedModel
 
-BUILT = (community.COMMUNITY / "finetune" / "unet.safetensors").exists() and community.STYLE_LORA.exists()
+BUILT = all(community.variant_weights(name).exists() for name in community.VARIANTS)
 
 
 def test_a_lora_merged_into_the_weights_predicts_what_its_hooks_predict():

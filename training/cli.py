@@ -141,7 +141,7 @@ def testbed_run(args: argparse.Namespace):
         backend.set_precision(PRECISIONS[args.mixed_precision])
     dit = args.testbed == "dit"
     name = f"testbed_{args.testbed.replace('+', '_')}" if variant else "testbed_dit" if dit else "testbed"
-    info = RunInfo(model_family="testbed-minilm", base_checkpoint=name.replace("testbed", "dice-testbed").replace("_", "-"),
+    info = RunInfo(model_family="testbed-minilm", base_checkpoint="dice-" + name.replace("_", "-"),
                    base_checkpoint_sha256=file_sha256(variant_weights(args.testbed) if variant else DENOISER_FILES[args.testbed]),
                    prediction_type="flow" if dit else "eps")
     return backend, info, name, TESTBED_SAMPLE_PROMPTS

@@ -45,7 +45,6 @@ from .text_encoder import TextEncoder
 COMMUNITY = Path(__file__).resolve().parent / "community"
 STYLE = "bright"
 VARIANTS = ("base", "finetune", "merge", "base+style")
-STYLE_LORA = COMMUNITY / "style" / "style_lora.safetensors"
 SETTINGS = {
     "seed": 4242, "train_images": 24000, "images_per_caption": 4, "caption_dropout": 0.1, "style": STYLE,
     "finetune_steps": 1200, "finetune_batch": 128, "finetune_lr": 5e-4, "finetune_warmup": 50,
@@ -55,29 +54,30 @@ SETTINGS = {
 }
 
 
-def variant_folder(name: str) -> Path:
-    """Where a variant's files are: the testbed's own weights for the base."""
+def variant_folder(name: str, root: Path = COMMUNITY) -> Path:
+    """Where a variant's files are (under root, the committed folder by default): the testbed's own weights for the
+    base, the style LoRA's folder for base+style."""
     if name not in VARIANTS:
         raise SystemExit(f"unknown testbed variant {name!r}: one of {', '.join(VARIANTS)}")
-    return WEIGHTS if name == "base" else COMMUNITY / name.replace("base+", "")
+    return WEIGHTS if name == "base" else root / name.replace("base+", "")
 
 
-def variant_weights(name: str) -> Path:
+def variant_weights(name: str, root: Path = COMMUNITY) -> Path:
     """The file that makes the variant what it is (its sha256 names it in a trained file's metadata)."""
-    return STYLE_LORA if name == "base+style" else variant_folder(name) / "unet.safetensors"
+    return variant_folder(name, root) / ("style_lora.safetensors" if name == "base+style" else "unet.safetensors")
 
 
-def load_variant(name: str) -> Testbed:
+def load_variant(name: str, root: Path = COMMUNITY) -> Testbed:
     """The testbed as the variant: its own UNet, or the base with the style LoRA merged in at strength 1 (as ComfyUI
     patches a LoRA into the weights)."""
-    if name == "base+style":
-        testbed = Testbed.load(WEIGHTS)
-        merge_lora(testbed.unet, load_file(STYLE_LORA))
-        return testbed
-    folder = variant_folder(name)
-    if not (folder / "unet.safetensors").exists():
-        raise SystemExit(f"{folder}: the {name} variant is not built; run python -m training.testbed.community")
-    return Testbed.load(folder)
+    weights = variant_weights(name, root)
+    if not weights.exists():
+        raise SystemExit(f"{weights}: the {name} variant is not built; run python -m training.testbed.community")
+    if name != "base+style":
+        return Testbed.load(weights.parent)
+    testbed = Testbed.load(WEIGHTS)
+    merge_lora(testbed.unet, load_file(weights))
+    return testbed
 
 
 @torch.no_grad()
@@ -109,8 +109,8 @@ def style_data(work: Path, base: Testbed, encoder: TextEncoder, settings: dict):
     return latents, embeddings, caption_index
 
 
-def finetune(base: Testbed, data, settings: dict) -> dict[str, torch.Tensor]:
-    """The base UNet, every weight trained on on the style's pictures; returns its fp32 state."""
+def finetune(data, settings: dict) -> dict[str, torch.Tensor]:
+    """The base UNet, every weight trained on the style's pictures; returns its fp32 state."""
     unet = Testbed.load(WEIGHTS).unet.requires_grad_(True).train()
     torch.manual_seed(settings["seed"])
     fit_denoiser(unet, unet, unet_noising, *data, settings, "finetune")
@@ -179,7 +179,7 @@ def main() -> None:
     timings["data"] = round(time.time() - started, 1)
 
     begun = time.time()
-    tuned = finetune(base, data, settings)
+    tuned = finetune(data, settings)
     timings["finetune"] = round(time.time() - begun, 1)
     base_state = {k: v.float() for k, v in base.unet.state_dict().items()}
     merged = merge_simple(tuned, base_state, settings["merge_ratio"])
@@ -194,12 +194,12 @@ def main() -> None:
     begun = time.time()
     lora = train_style_lora(data, settings)
     timings["style_lora"] = round(time.time() - begun, 1)
-    (out / "style").mkdir(parents=True, exist_ok=True)
-    write_safetensors(out / "style" / "style_lora.safetensors", {k: v.half() if v.ndim else v
-                                                                 for k, v in lora.lora_tensors().items()},
+    style_lora = variant_weights("base+style", out)
+    style_lora.parent.mkdir(parents=True, exist_ok=True)
+    write_safetensors(style_lora, {k: v.half() if v.ndim else v for k, v in lora.lora_tensors().items()},
                       {"kind": "dice-testbed-style-lora", "style": STYLE, "rank": str(settings["lora_rank"]),
                        "layers": settings["lora_layers"], "key_format": "kohya-lora-unet"})
-    (out / "style" / "config.json").write_text(json.dumps({"community": {"variant": "style", **settings}}, indent=2) + "\n")
+    (style_lora.parent / "config.json").write_text(json.dumps({"community": {"variant": "style", **settings}}, indent=2) + "\n")
 
     texts = {
         "finetune": f"The testbed's UNet continued for {settings['finetune_steps']} steps of {settings['finetune_batch']} "
@@ -213,11 +213,8 @@ def main() -> None:
     }
     summary = {"timings_seconds": timings}
     for name in ("finetune", "merge", "base+style"):
-        folder = out / name.replace("base+", "")
-        testbed = Testbed.load(folder) if name != "base+style" else Testbed.load(WEIGHTS)
-        if name == "base+style":
-            merge_lora(testbed.unet, load_file(out / "style" / "style_lora.safetensors"))
-        figures = evaluate(testbed, STYLE, settings)
+        folder = variant_folder(name, out)
+        figures = evaluate(load_variant(name, out), STYLE, settings)
         write_card(folder, name, texts[name.replace("base+", "")], figures, settings)
         summary[name] = figures
         print(f"[community] {name}: {json.dumps(figures)}", flush=True)
