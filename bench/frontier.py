@@ -99,25 +99,32 @@ def better(value: float, than: float, metric: str) -> bool:
     return value >= than if metric == "alignment" else value <= than
 
 
-def bar_verdicts(rows: list[dict], name: str) -> list[str]:
-    """The bar for one method the pack ships: CFG at half the steps beaten in alignment and FD at 10 and 16 calls; at
-    20 calls 90 % of CFG's alignment gain (unguided to CFG at 20 steps) with an FD no worse than CFG at 10 steps'."""
+def bar_checks(rows: list[dict], name: str) -> list[tuple[str, bool]]:
+    """The bar for one method the pack ships, each line with whether it is met: CFG at half the steps beaten in
+    alignment and FD at 10 and 16 calls; at 20 calls 90 % of CFG's alignment gain (unguided to CFG at 20 steps) with
+    an FD no worse than CFG at 10 steps'."""
     table = {(r["method"], r["steps"] if r["method"] == "cfg" else r["calls"]): r for r in rows}
-    lines = []
+    checks = []
     for calls in (10, 16):
         ours, cfg = table.get((name, calls)), table.get(("cfg", calls // 2))
         if ours and cfg:
             met = better(ours["alignment"], cfg["alignment"], "alignment") and better(ours["fd"], cfg["fd"], "fd")
-            lines.append(f"{name} at {calls} calls against CFG at {calls // 2} steps: alignment {ours['alignment']:.1f} "
-                         f"vs {cfg['alignment']:.1f}, FD {ours['fd']:.1f} vs {cfg['fd']:.1f}: {'met' if met else 'NOT met'}")
+            checks.append((f"{name} at {calls} calls against CFG at {calls // 2} steps: alignment {ours['alignment']:.1f} "
+                           f"vs {cfg['alignment']:.1f}, FD {ours['fd']:.1f} vs {cfg['fd']:.1f}: "
+                           f"{'met' if met else 'NOT met'}", met))
     ours, cfg, half, unguided = (table.get(k) for k in ((name, 20), ("cfg", 20), ("cfg", 10), ("unguided", 20)))
     if ours and cfg and half and unguided:
         gain = closure(ours["alignment"], unguided["alignment"], cfg["alignment"])
         met = gain >= 0.9 and better(ours["fd"], half["fd"], "fd")
-        lines.append(f"{name} at 20 calls: {gain:.0%} of CFG's alignment gain (unguided {unguided['alignment']:.1f} → "
-                     f"CFG at 20 steps {cfg['alignment']:.1f}; {name} {ours['alignment']:.1f}), FD {ours['fd']:.1f} vs "
-                     f"CFG at 10 steps {half['fd']:.1f}: {'met' if met else 'NOT met'} (bar 90 % and no worse FD)")
-    return lines
+        checks.append((f"{name} at 20 calls: {gain:.0%} of CFG's alignment gain (unguided {unguided['alignment']:.1f} → "
+                       f"CFG at 20 steps {cfg['alignment']:.1f}; {name} {ours['alignment']:.1f}), FD {ours['fd']:.1f} vs "
+                       f"CFG at 10 steps {half['fd']:.1f}: {'met' if met else 'NOT met'} (bar 90 % and no worse FD)", met))
+    return checks
+
+
+def bar_verdicts(rows: list[dict], name: str) -> list[str]:
+    """The bar's lines for one method."""
+    return [line for line, _ in bar_checks(rows, name)]
 
 
 def shipped_methods(rows: list[dict]) -> list[str]:

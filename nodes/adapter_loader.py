@@ -6,9 +6,11 @@ import logging
 
 import comfy.lora
 import comfy.sd
+import comfy.utils
 import folder_paths
 
 from ..sharpeners.adapter_file import load_adapter
+from ..sharpeners.fingerprint import same_weights
 
 FOLDER_NAME = "loras"  # adapters are LoRAs: ComfyUI's LoraLoader finds them in the same folder
 DEFAULT_CFG = 5.0  # the trainer's default scale: an adapter trained at it gives at 5 exactly what it gave before the knob
@@ -58,7 +60,24 @@ class LoadDICEAdapter:
         logging.info("DICE: loaded %s; cfg %g → strength %.3f", adapter.summary(), cfg, lora_strength)
         if warning:
             logging.warning("DICE: %s", warning)
+        # ComfyUI's MODEL does not know its checkpoint's file: the weights the adapter recorded tell it instead.
+        note = adapter.other_checkpoint_note(same_weights(adapter.info.base_fingerprint,
+                                                          lambda path: checkpoint_weight(model, path)))
+        if note:
+            logging.info("DICE: %s", note)
         if lora_strength == 0:
             return (model,)
         adapted, _ = comfy.sd.load_lora_for_models(model, None, adapter.tensors, lora_strength, 0)
         return (adapted,)
+
+
+def checkpoint_weight(model, path: str):
+    """A layer's weight as the checkpoint has it: while LoRAs are applied, ComfyUI keeps that one in the patcher's backup."""
+    key = f"diffusion_model.{path}.weight"
+    saved = getattr(model, "backup", {}).get(key)
+    if saved is not None:
+        return saved.weight
+    try:
+        return comfy.utils.get_attr(model.model, key)
+    except AttributeError:
+        return None

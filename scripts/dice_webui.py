@@ -48,6 +48,11 @@ def current_unet() -> torch.nn.Module:
     return forge.unet.model.diffusion_model if forge is not None else shared.sd_model.model.diffusion_model
 
 
+def checkpoint_sha256() -> str | None:
+    """The loaded checkpoint's sha256, which both webuis compute when they load it."""
+    return getattr(getattr(shared.sd_model, "sd_checkpoint_info", None), "sha256", None)
+
+
 def unet_layer_paths() -> list[str]:
     """Module paths of the checkpoint's diffusion model, as the adapter's layer names spell them."""
     return [name for name, _ in current_unet().named_modules()]
@@ -184,6 +189,12 @@ class DiceScript(scripts.Script):
                 p.comment(warning)
             if warnings:
                 p.extra_generation_params[glue.KEY_WARNING] = "; ".join(warnings)
+            notes, bases = glue.other_checkpoint_notes(adapters, checkpoint_sha256())
+            for note in notes:
+                log.info(note)
+                p.comment(note)
+            if bases:
+                p.extra_generation_params[glue.KEY_BASE] = bases
         negative = p.negative_prompt if isinstance(p.negative_prompt, str) else (p.negative_prompt or [""])[0]
         if adapters and negative.strip():
             try:

@@ -49,11 +49,13 @@ class AdapterInfo:
     nag_tau: float = 0.0
     nag_alpha: float = 0.0
     init_adapter: str = ""  # the adapter file its training started from ("name sha256:…"), if any
+    # A few of the base model's weights (sharpeners.fingerprint), so ComfyUI can tell another checkpoint from it.
+    base_fingerprint: str = ""
 
 
 # Metadata fields a file written before they existed lacks; it reads with their defaults.
 ADDED_LATER = {"guidance_min", "guidance_max", "knob_exponent", "knob", "nag_scale", "nag_tau", "nag_alpha",
-               "init_adapter"}
+               "init_adapter", "base_fingerprint"}
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,22 @@ class AdapterFile:
                        f"({self.trained_scales()}); its strength is extrapolated ({KNOB})"
                        + ("" if self.has_knob else ": retrain with --guidance-range for a knob that tracks CFG"))
         return strength * strength_for_guidance(cfg, i.guidance_scale, i.knob_exponent), warning
+
+    @property
+    def base(self) -> str:
+        """The checkpoint it was trained on, by name and sha256: 'name (sha256 0123456789ab)'."""
+        i = self.info
+        sha = i.base_checkpoint_sha256[:12]
+        return f"{i.base_checkpoint or 'unknown'}" + (f" (sha256 {sha})" if sha else "")
+
+    def other_checkpoint_note(self, same: bool | None) -> str | None:
+        """What a host says when the model it runs is not the checkpoint the adapter was trained on (same is False):
+        it is used all the same, since an adapter serves the checkpoints of its family, with less of CFG's effect."""
+        if same is not False:
+            return None
+        return (f"{Path(self.path).name} was trained for another checkpoint, {self.base}; used as it is. On other "
+                f"checkpoints of its family an adapter gives part of CFG's effect: for all of it, fine-tune it for this "
+                f"one (train.py --ckpt <this checkpoint> --init-adapter {Path(self.path).name}, a few hundred steps)")
 
     def check_names(self, available: set[str], model_kind: str = "this model") -> None:
         """Refuse a model that lacks some of the adapter's layers (a LoRA loader would skip them silently)."""

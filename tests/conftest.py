@@ -49,11 +49,15 @@ def sharpener_file(sharpener, tmp_path):
     return load_sharpener(path)
 
 
-def save_random_adapter(checkpoint: Path, path: Path, family: str = "sd15", seed: int = 0) -> None:
+def save_random_adapter(checkpoint: Path, path: Path, family: str = "sd15", seed: int = 0,
+                        trained_for: tuple[str, str] | None = None) -> None:
     """A guidance adapter on every attention projection of checkpoint's UNet, with non-zero weights, as training
-    leaves it (the layer names and shapes are read from the checkpoint's own keys)."""
+    leaves it (the layer names and shapes are read from the checkpoint's own keys). It names checkpoint as its base,
+    by sha256 and weights as the trainer does, or trained_for's (name, sha256) and no weights: another checkpoint."""
     from dice_pack.sharpeners.adapter import GuidanceAdapter
     from dice_pack.sharpeners.adapter_file import AdapterInfo, save_adapter
+    from dice_pack.sharpeners.fingerprint import weight_fingerprint
+    from dice_pack.training.hashing import file_sha256
 
     prefix, shapes = "model.diffusion_model.", {}
     with safe_open(checkpoint, framework="pt") as f:
@@ -62,11 +66,14 @@ def save_random_adapter(checkpoint: Path, path: Path, family: str = "sd15", seed
                                                                             ".to_out.0.weight")):
                 out_features, in_features = f.get_slice(key).get_shape()
                 shapes[key[len(prefix):-len(".weight")]] = (in_features, out_features)
+        fingerprint = weight_fingerprint(lambda p: f.get_tensor(f"{prefix}{p}.weight"), sorted(shapes))
     torch.manual_seed(seed)
     adapter = GuidanceAdapter(shapes)
     for lora in adapter.layers.values():
         lora.up.data.normal_(0, 0.02)
-    save_adapter(path, adapter, AdapterInfo(model_family=family, base_checkpoint=checkpoint.name))
+    name, sha256 = trained_for or (checkpoint.name, file_sha256(checkpoint))
+    save_adapter(path, adapter, AdapterInfo(model_family=family, base_checkpoint=name, base_checkpoint_sha256=sha256,
+                                            base_fingerprint="" if trained_for else fingerprint))
 
 
 def make_bad_adapters(loras: Path) -> None:

@@ -8,6 +8,7 @@ from safetensors.torch import load_file
 
 from dice_pack.sharpeners.adapter import AdapterConfig, GuidanceAdapter
 from dice_pack.sharpeners.adapter_file import load_adapter
+from dice_pack.sharpeners.fingerprint import same_weights
 from dice_pack.training.cli import main
 from dice_pack.training.hashing import file_sha256
 from dice_pack.training.testbed import community
@@ -80,3 +81,7 @@ def test_an_adapter_trains_on_a_variant_and_names_it(tmp_path):
     info = load_adapter(out).info
     assert info.base_checkpoint == "dice-testbed-finetune"
     assert info.base_checkpoint_sha256 == file_sha256(community.COMMUNITY / "finetune" / "unet.safetensors")
+    # The weights it recorded are the fine-tune's, not the base's: ComfyUI tells the two checkpoints apart by them.
+    for name, same in (("finetune", True), ("base", False)):
+        unet = community.load_variant(name).unet
+        assert same_weights(info.base_fingerprint, lambda path: unet.get_submodule(path).weight) is same, name

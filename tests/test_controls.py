@@ -231,3 +231,13 @@ def test_an_adapter_run_starts_from_an_init_adapter_and_records_it(tmp_path):
         run(tmp_path, "--steps", "1", "--name", "third", "--train", "adapter", "--init-adapter", str(first))
     with pytest.raises(SystemExit, match="--init-adapter starts a guidance adapter from a file: add --train adapter"):
         run(tmp_path, "--steps", "1", "--name", "third", "--init-adapter", str(first))
+
+
+def test_a_run_from_an_init_adapter_defaults_to_a_fraction_of_a_run_from_zero():
+    from dice_pack.training.cli import parse_args, run_defaults
+
+    for source, scratch, tuned in ((["--testbed"], 3200, 400), (["--ckpt", "dreamshaper_8.safetensors"], 4000, 1600)):
+        adapter = [*source, "--train", "adapter"]
+        assert run_defaults(parse_args(adapter))["steps"] == scratch
+        from_file = run_defaults(parse_args([*adapter, "--init-adapter", "base_adapter.safetensors"]))
+        assert from_file["steps"] == tuned and from_file["batch"] == run_defaults(parse_args(adapter))["batch"]

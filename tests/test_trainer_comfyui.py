@@ -222,6 +222,7 @@ def test_a_trained_adapter_loads_through_comfyuis_lora_code_and_samples_at_one_c
     # ComfyUI's own LoRA code matched every layer of the file: one weight patch per adapter layer.
     assert report["patched_weights"] == report["adapter_layers"] == len(loaded.names) > 0
     assert "lora key not loaded" not in run.stderr
+    assert "trained for another checkpoint" not in run.stderr  # the weights it recorded are this checkpoint's
     assert {(c["sampler"], c["scheduler"]) for c in report["cases"]} >= {("euler", "normal"), ("dpmpp_2m", "normal"),
                                                                           ("dpmpp_2m", "karras")}
     for case in report["cases"]:
@@ -236,6 +237,18 @@ def test_a_trained_adapter_loads_through_comfyuis_lora_code_and_samples_at_one_c
     assert report["negative_patches"] > 0 and report["patched_weights"] == len(loaded.names)
     for case in report["cases"]:
         assert case["calls"] == case["steps"] and case["batch_sizes"] == [1], case
+    # On another checkpoint of the family it still loads, and the log names the checkpoint it was trained for.
+    other = folder / "other_sd15.safetensors"
+    subprocess.run([python, str(PACK_ROOT / "tools" / "make_random_checkpoint.py"), "--comfy-root", str(root),
+                    "--seed", "1", "--out", str(other)], check=True, capture_output=True)
+    run = subprocess.run([python, str(PACK_ROOT / "tests" / "host_checks" / "calls_per_step.py"),
+                          "--comfy-root", str(root), "--ckpt", str(other), "--adapter", str(adapter),
+                          "--cases", "euler:normal"], capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert (f"was trained for another checkpoint, {checkpoint.name} (sha256 "
+            f"{loaded.info.base_checkpoint_sha256[:12]})") in run.stderr
+    case = json.loads(run.stdout.strip().splitlines()[-1])["cases"][0]
+    assert case["calls"] == case["steps"] and case["batch_sizes"] == [1], case
 
 
 def current_umask() -> int:

@@ -71,6 +71,8 @@ def webui(request, tmp_path_factory):
     loras = data / "models" / "Lora"
     save_random_adapter(data / "models" / "Stable-diffusion" / "random_sd15.safetensors",
                         loras / "random_sd15_dice_adapter.safetensors")
+    save_random_adapter(data / "models" / "Stable-diffusion" / "random_sd15.safetensors",
+                        loras / "other_sd15_dice_adapter.safetensors", trained_for=("dreamshaper_8.safetensors", "ab" * 32))
     make_bad_adapters(loras)
     try:
         started = webui_host.start(kind, Path(os.environ[path_variable]).resolve(), os.environ[python_variable], data,
@@ -195,6 +197,16 @@ def test_a_guidance_adapter_through_lora_at_cfg_one_makes_one_call_of_batch_one_
     # The built-in Lora applied it: the same prompt at strength 0 is the plain image.
     at_zero = webui.generate([True, "None", 1.0, 0.5], prompt=f"{PROMPT['prompt']} <lora:random_sd15_dice_adapter:0>")[0][0]
     assert np.array_equal(at_zero, plain)
+
+
+def test_an_adapter_trained_for_another_checkpoint_is_used_and_the_infotext_names_that_checkpoint(webui):
+    own = webui.generate([True, "None", 1.0, 0.5], prompt=f"{PROMPT['prompt']} {ADAPTER}")[1]["infotexts"][0]
+    assert "DICE adapter trained for" not in own  # made for the loaded checkpoint: nothing to say
+    images, info = webui.generate([True, "None", 1.0, 0.5], prompt=f"{PROMPT['prompt']} <lora:other_sd15_dice_adapter:1>")
+    assert len(images) == 1 and webui.calls() == [1] * STEPS
+    text = info["infotexts"][0]
+    assert "DICE adapter trained for: dreamshaper_8.safetensors (sha256 abababababab)" in text
+    assert "DICE error" not in text
 
 
 @pytest.mark.parametrize(("adapter", "message"), [

@@ -6,7 +6,7 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +15,7 @@ import torch
 from ..sharpeners.adapter import AdapterConfig, GuidanceAdapter
 from ..sharpeners.adapter_file import AdapterInfo, load_adapter, save_adapter
 from ..sharpeners import Sharpener, SharpenerConfig, TrainingInfo, save_sharpener
+from ..sharpeners.fingerprint import weight_fingerprint
 from ..sharpeners.nag import NAGSettings
 from .backend import DiffusionBackend
 from .checkpoint import load_state, save_state, write_atomic
@@ -82,6 +83,7 @@ class RunInfo:
     base_checkpoint_sha256: str = ""
     clip_skip: int = 1
     prediction_type: str = "eps"
+    base_fingerprint: str = ""  # a few of the model's weights, for hosts that cannot name the checkpoint (adapters)
 
 
 def learning_rate(config: TrainConfig, step: int) -> float:
@@ -218,7 +220,7 @@ def save_student(student: Student, config: TrainConfig, info: RunInfo, out: Path
             model_family=info.model_family, base_checkpoint=info.base_checkpoint,
             base_checkpoint_sha256=info.base_checkpoint_sha256, guidance_scale=config.guidance,
             prediction_type=info.prediction_type, clip_skip=info.clip_skip, training_steps=config.steps,
-            sharpener=out.name if student.sharpener is not None else "",
+            sharpener=out.name if student.sharpener is not None else "", base_fingerprint=info.base_fingerprint,
             **({"guidance_min": config.guidance_min, "guidance_max": config.guidance_max,
                 "knob_exponent": config.knob_exponent} if guidance_range(config) else {}),
             **(dict(zip(("nag_scale", "nag_tau", "nag_alpha"), config.nag)) if config.nag else {}),
@@ -235,6 +237,10 @@ def train(config: TrainConfig, backend: DiffusionBackend, info: RunInfo, run_dir
     dist = Distributed.start()
     torch.manual_seed(config.seed)  # the same initial student in every process
     student = make_student(config, backend, dist.device)
+    if student.adapter is not None:  # the adapter's hooks leave the model's own weights as the checkpoint has them
+        model = backend.adapter_model()
+        info = replace(info, base_fingerprint=weight_fingerprint(lambda path: model.get_submodule(path).weight,
+                                                                 student.adapter.paths))
     optimizer = torch.optim.AdamW(student.parameters(), lr=config.lr, betas=config.betas,
                                   weight_decay=config.weight_decay)
     generator = torch.Generator().manual_seed(config.seed + 1000 * dist.rank)
@@ -285,12 +291,14 @@ def train(config: TrainConfig, backend: DiffusionBackend, info: RunInfo, run_dir
     if runs is not None and resume is not None and "inputs" in state:
         runs.load_state_dict(state["inputs"])  # after the plan's warm-up draws, which a fresh run's pool also holds
     if dist.is_main:
-        # Training latents a prompts-only run still has to draw, the held-out batch's included.
+        # Training latents a prompts-only run still has to draw, the held-out batch's included; on CFG's own runs
+        # only the held-out batch's (the runs themselves are in the time of a sample).
         to_draw = getattr(backend, "latents_to_draw", lambda samples: 0)
+        drawn = (lambda samples: config.eval_batch) if runs is not None else (lambda samples: samples + config.eval_batch)
         default_steps, default_batch = config.default_steps or config.steps, config.default_batch or config.batch
         for line in describe(plan, config.steps, start, config.batch, dist.world_size,
-                             to_draw((config.steps - start) * config.batch * dist.world_size + config.eval_batch),
-                             default_steps, default_batch, to_draw(default_steps * default_batch + config.eval_batch)):
+                             to_draw(drawn((config.steps - start) * config.batch * dist.world_size)),
+                             default_steps, default_batch, to_draw(drawn(default_steps * default_batch))):
             log(line)
     # Uniform over the range whatever the anchor share, so runs of every share are scored on the same scales.
     held_out = make_batch(backend, config.eval_batch, torch.Generator().manual_seed(config.seed + 999_999),

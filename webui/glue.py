@@ -30,6 +30,7 @@ KEY_ADAPTER = "DICE adapter"  # the guidance adapters among the prompt's <lora:â
 KEY_GUIDANCE = "DICE guidance"  # the adapters' cfg knob, in CFG's own units
 DEFAULT_GUIDANCE = 5.0  # the trainer's default scale: adapters trained at it give at 5 what they gave before the knob
 KEY_NAG = "DICE negative strength"  # NAG's scale for the negative prompt with an adapter
+KEY_BASE = "DICE adapter trained for"  # an adapter's own checkpoint, written when it is not the one that made the image
 KEY_WARNING = "DICE warning"  # the knob set outside an adapter's trained scales: kept with the image, since the API drops comments
 NAG_DEFAULTS = NAGSettings()
 # The host's setting that drops the negative pass ("Ignore negative prompt during early sampling"): 1.0 drops it
@@ -107,6 +108,17 @@ def adapter_factors(adapters: list[AdapterFile], guidance: float) -> tuple[dict[
         if warning:
             warnings.append(f"DICE: {warning}")
     return factors, warnings
+
+
+def other_checkpoint_notes(adapters: list[AdapterFile], checkpoint_sha256: str | None) -> tuple[list[str], str | None]:
+    """The notes on adapters trained for another checkpoint than the loaded one (told by the files' sha256, which the
+    webuis compute when they load a checkpoint), and the infotext naming those checkpoints; none where a hash is unknown."""
+    loaded = (checkpoint_sha256 or "").lower()
+    others = [a for a in adapters if loaded and a.info.base_checkpoint_sha256
+              and a.info.base_checkpoint_sha256.lower() != loaded]
+    notes = [f"DICE: {a.other_checkpoint_note(False)}" for a in others]
+    # No comma or colon, which the webuis would quote: the adapters themselves are named under KEY_ADAPTER.
+    return notes, " / ".join(a.base for a in others) or None
 
 
 def scale_adapter_networks(params_list: list, factors: dict[str, float]) -> None:

@@ -10,12 +10,13 @@ Adapter node, which applies it through ComfyUI's own LoRA loading (with --adapte
 model with the pack's DICE Negative Prompt node (with --negative), and samples with ComfyUI's own common_ksampler at cfg 1 (or --cfg) for each sampler and scheduler
 asked, counting the diffusion model's forward calls and their batch sizes with a forward pre-hook. Prints one JSON
 line: per case, the steps, the calls and the batch sizes; with --adapter also how many of the model's weights the
-adapter patched and how many layers it holds.
+adapter patched and how many layers it holds. The nodes' log lines go to stderr.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -35,6 +36,7 @@ def main() -> None:
     parser.add_argument("--cases", default="euler:normal,dpmpp_2m:normal,dpmpp_2m:karras,euler:karras",
                         help="sampler:scheduler pairs, comma-separated")
     options = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # the nodes' log lines, as ComfyUI's console shows them
 
     sys.path.insert(0, str(PACK_ROOT / "training"))
     from train import load_pack
