@@ -115,7 +115,7 @@ class AdapterFile:
             return None
         return (f"{Path(self.path).name} was trained for another checkpoint, {self.base}; used as it is. On other "
                 f"checkpoints of its family an adapter gives part of CFG's effect: for all of it, fine-tune it for this "
-                f"one (train.py --ckpt <this checkpoint> --init-adapter {Path(self.path).name}, a few hundred steps)")
+                f"one (train.py --ckpt <this checkpoint> --train adapter --init-adapter {Path(self.path).name})")
 
     def check_names(self, available: set[str], model_kind: str = "this model") -> None:
         """Refuse a model that lacks some of the adapter's layers (a LoRA loader would skip them silently)."""

@@ -67,7 +67,7 @@ def test_the_note_names_the_adapters_checkpoint_and_only_when_it_is_another(tmp_
     assert adapter.info.base_fingerprint.startswith("float32;")
     assert adapter.other_checkpoint_note(True) is None and adapter.other_checkpoint_note(None) is None
     note = adapter.other_checkpoint_note(False)
-    assert "another checkpoint, dreamshaper_8 (sha256 abababababab)" in note and "--init-adapter" in note
+    assert "another checkpoint, dreamshaper_8 (sha256 abababababab)" in note and "--train adapter --init-adapter base_adapter.safetensors" in note
     # The webuis know their checkpoint's sha256: the note and the infotext appear for another one only.
     assert glue.other_checkpoint_notes([adapter], "AB" * 32) == ([], None)
     assert glue.other_checkpoint_notes([adapter], None) == ([], None)

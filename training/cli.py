@@ -18,8 +18,8 @@ PACK_ROOT = Path(__file__).resolve().parents[1]
 CKPT_STEPS, CKPT_BATCH = 4000, 16
 # The testbed's guidance adapter with its cfg knob: 3,200 steps of 64, where the controls were measured (docs/research.md).
 TESTBED_ADAPTER_STEPS, TESTBED_ADAPTER_BATCH = 3200, 64
-# From another checkpoint's adapter (--init-adapter): 25,600 samples met the bar on every testbed variant (200 on one),
-# the same count for --ckpt, as the plan scales the testbed's samples (docs/research.md, what training costs).
+# From another checkpoint's adapter (--init-adapter): 25,600 samples met the bar on all three testbed variants on two
+# draws of prompts; the same count for --ckpt, as the plan scales the testbed's samples (docs/research.md, the curve).
 TESTBED_FINETUNE_STEPS, CKPT_FINETUNE_STEPS = 400, 1600
 # The adapter's cfg knob: CFG scales trained over, the map's exponent, and the share of samples at --guidance itself
 # (docs/research.md, the controls).
