@@ -1,5 +1,5 @@
 """How large a guidance adapter is for SD1.5's and SDXL's full UNets and for the real-size SD3.5 medium and large
-MMDiTs and PixArt-α/Σ XL transformers, by rank and layer selection. Run with ComfyUI's
+MMDiTs, PixArt-α/Σ XL, Wan 2.1 1.3B and 14B and Chroma transformers, by rank and layer selection. Run with ComfyUI's
 Python:
 
     python bench/adapter_size.py --comfy-root <ComfyUI>
@@ -54,6 +54,18 @@ def main() -> None:
                   "pos_embed_max_size": positions, "num_patches": positions ** 2}
         return mmdit.MMDiT(**config, dtype=torch.float32, device="meta", operations=comfy.ops.disable_weight_init)
 
+    import comfy.ldm.chroma.model as chroma_model
+    import comfy.ldm.wan.model as wan_model
+    from dice_pack.tools.make_random_transformer import chroma_unet_config, wan21_unet_config
+
+    def wan(**sizes):
+        config = {k: v for k, v in {**wan21_unet_config(), **sizes}.items() if k != "image_model"}
+        return wan_model.WanModel(**config, dtype=torch.float32, device="meta", operations=comfy.ops.disable_weight_init)
+
+    def chroma():  # Chroma1-HD: 19 double and 38 single blocks
+        return chroma_model.Chroma(**chroma_unet_config(19, 38), dtype=torch.float32, device="meta",
+                                   operations=comfy.ops.disable_weight_init)
+
     def pixart():
         return pixartms.PixArtMS(**pixart_unet_config("pixart_sigma", 28), dtype=torch.float32, device="meta",
                                  operations=comfy.ops.disable_weight_init)
@@ -63,7 +75,10 @@ def main() -> None:
     models = (("sd15", lambda: unet(unet_config(4, 2)), 768), ("sdxl", lambda: unet(sdxl), 2048),
               ("sd3.5-medium", lambda: sd3(24, list(range(13)), 384), 4096),
               ("sd3.5-large", lambda: sd3(38, [], 192), 4096),
-              ("pixart", pixart, 4096))
+              ("pixart", pixart, 4096),
+              ("wan2.1-1.3b", lambda: wan(num_layers=30), 4096),
+              ("wan2.1-14b", lambda: wan(dim=5120, ffn_dim=13824, num_heads=40, num_layers=40), 4096),
+              ("chroma", chroma, 4096))
     rows = []
     for family, build, width in models:
         model = build()  # its layers on the meta device (PixArt's stochastic-depth rule needs a real linspace)

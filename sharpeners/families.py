@@ -21,6 +21,9 @@ FAMILIES = {
     "sd3": ConditioningShape("SD3/SD3.5 (CLIP-L + CLIP-G + T5-XXL, pooled CLIP)", 4096, 2048),
     "pixart_alpha": ConditioningShape("PixArt-α (T5-XXL, no pooled output)", 4096, None),
     "pixart_sigma": ConditioningShape("PixArt-Σ (T5-XXL, no pooled output)", 4096, None),
+    "wan21": ConditioningShape("Wan 2.1 (UMT5-XXL, no pooled output)", 4096, None),
+    "chroma": ConditioningShape("Chroma (T5-XXL, no pooled output)", 4096, None),
+    "lumina2": ConditioningShape("Lumina 2 (Gemma 2 2B, no pooled output)", 2304, None),
 }
 # Families whose conditioning shares a width with another one, told apart by the pooled output; and the guidance-
 # distilled Flux, whose conditioning DICE refuses to train for but which users may wire in by mistake.

@@ -23,7 +23,10 @@ def spread(paths: list[str], count: int) -> list[str]:
 
 def sampled(weight: torch.Tensor, count: int) -> torch.Tensor:
     flat = weight.detach().reshape(-1)
-    return flat[torch.linspace(0, flat.numel() - 1, count).long().to(flat.device)].float().cpu()
+    # float32 linspace rounds the last index up past the end above 2^24 weights; clamping keeps every other index (and
+    # so the fingerprints already written) as it was.
+    indices = torch.linspace(0, flat.numel() - 1, count).long().clamp_(max=flat.numel() - 1)
+    return flat[indices.to(flat.device)].float().cpu()
 
 
 def weight_fingerprint(read_weight: WeightReader, paths: list[str]) -> str:

@@ -84,3 +84,12 @@ def test_an_adapter_written_before_fingerprints_still_loads_and_says_nothing(tmp
     assert adapter.info.base_fingerprint == ""
     assert adapter.other_checkpoint_note(same_weights(adapter.info.base_fingerprint, reader(model(0)))) is None
     assert glue.other_checkpoint_notes([adapter], "cd" * 32) == ([], None)
+
+
+def test_a_layer_of_more_than_2_to_the_24_weights_is_fingerprinted_to_its_last_weight():
+    # Chroma's single blocks hold 37.7 M weights a layer: float32 indices rounded the last one past the end.
+    weight = torch.zeros(37_748_736, dtype=torch.float16)
+    weight[-1] = 1.0
+    recorded = weight_fingerprint(lambda path: weight, ["linear1"])
+    assert recorded.split(",")[-1] == "1"
+    assert same_weights(recorded, lambda path: weight) is True

@@ -1,9 +1,11 @@
-"""training/train.py on the transformer families, SD3/SD3.5 and PixArt-α/Σ, in the real ComfyUI: random-weight model
-files that ComfyUI detects as each family (tools/make_random_transformer.py), loaded as a checkpoint (SD3.5) or as
-split files (a diffusion model, text encoders and a VAE, as UNETLoader, CLIPLoader and VAELoader take them).
+"""training/train.py on the transformer families, SD3/SD3.5, PixArt-α/Σ, Wan 2.1 text-to-video and Chroma, in the
+real ComfyUI: random-weight model files that ComfyUI detects as each family (tools/make_random_transformer.py), loaded
+as a checkpoint (SD3.5) or as split files (a diffusion model, text encoders and a VAE, as UNETLoader, CLIPLoader and
+VAELoader take them).
 
-Needs COMFYUI_PATH. The T5-XXL fixture is full size (4.8 GB on disk, about 15 GB of memory when ComfyUI loads it on
-the CPU); set DICE_FIXTURE_MODELS to a folder to build the fixtures once and keep them between runs.
+Needs COMFYUI_PATH. The T5-XXL and UMT5-XXL fixtures are full size (4.8 and 5.8 GB on disk, about 15 GB of memory
+when ComfyUI loads one on the CPU); set DICE_FIXTURE_MODELS to a folder to build the fixtures once and keep them
+between runs.
 """
 from __future__ import annotations
 
@@ -25,6 +27,8 @@ pytestmark = [
 ]
 # ComfyUI's PixArt cannot run below a 34×34 latent (its position embedding's base size rounds to 0).
 PIXART_RESOLUTION = "320"
+# Wan 2.1's clips: 5 frames (2 latent frames) at 64 px.
+WAN_FLAGS = ["--frames", "5"]
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +37,9 @@ def models(tmp_path_factory) -> Path:
     folder = Path(os.environ.get("DICE_FIXTURE_MODELS") or tmp_path_factory.mktemp("transformer_models"))
     wanted = {"sd3": "checkpoints/tiny_sd3.safetensors", "pixart_alpha": "diffusion_models/tiny_pixart_alpha.safetensors",
               "pixart_sigma": "diffusion_models/tiny_pixart_sigma.safetensors",
-              "t5xxl": "text_encoders/t5xxl_fp8_e4m3fn.safetensors"}
+              "t5xxl": "text_encoders/t5xxl_fp8_e4m3fn.safetensors",
+              "wan21": "diffusion_models/tiny_wan21.safetensors", "chroma": "diffusion_models/tiny_chroma.safetensors",
+              "umt5xxl": "text_encoders/umt5_xxl_fp8_e4m3fn.safetensors"}
     for family, path in wanted.items():
         if not (folder / path).is_file():
             subprocess.run([comfyui_python(Path(COMFYUI_PATH)), str(PACK_ROOT / "tools" / "make_random_transformer.py"),
@@ -55,6 +61,10 @@ def split_flags(models: Path, family: str) -> list[str]:
     if family == "sd3":
         clips = [text / "clip_l.safetensors", text / "clip_g.safetensors", text / "t5xxl_fp8_e4m3fn.safetensors"]
         vae = models / "vae" / "tiny_sd3_vae.safetensors"
+    elif family == "wan21":
+        clips, vae = [text / "umt5_xxl_fp8_e4m3fn.safetensors"], models / "vae" / "tiny_wan21_vae.safetensors"
+    elif family == "chroma":  # Flux's VAE, the layout of SD3's
+        clips, vae = [text / "t5xxl_fp8_e4m3fn.safetensors"], models / "vae" / "tiny_sd3_vae.safetensors"
     else:
         clips, vae = [text / "t5xxl_fp8_e4m3fn.safetensors"], models / "vae" / "tiny_sd_vae.safetensors"
     flags = ["--unet", str(models / "diffusion_models" / f"tiny_{family}.safetensors"), "--vae", str(vae)]
@@ -180,6 +190,41 @@ def test_pixart_split_files_train_an_adapter_that_comfyuis_lora_code_applies(mod
     assert adapter.info.model_family == family
     assert any("cross_attn_kv_linear" in n for n in adapter.names) and any("mlp_fc2" in n for n in adapter.names)
     assert_adapter_host_checks(figures, adapter)
+
+
+@pytest.mark.parametrize("family", ["wan21", "chroma"])
+def test_wan_and_chroma_train_an_adapter_that_comfyuis_lora_code_applies_at_one_call_per_step(models, tmp_path, family):
+    flags = split_flags(models, family) + (WAN_FLAGS if family == "wan21" else [])
+    out, figures = train_adapter_and_check(tmp_path, flags, "64")
+    adapter = load_adapter(out)
+    assert adapter.info.model_family == family and adapter.info.prediction_type == "flow"
+    assert figures["family"] == family and not figures["vector_input"]
+    if family == "wan21":  # a clip: 2 latent frames of 16 channels
+        assert figures["latent_shape"] == [16, 2, 8, 8]
+        assert any("cross_attn_k" in n for n in adapter.names) and any("ffn_2" in n for n in adapter.names)
+    else:  # Chroma: both streams of the double block, and the single block
+        assert any("txt_attn_qkv" in n for n in adapter.names) and any("single_blocks_0_linear2" in n for n in adapter.names)
+    assert_adapter_host_checks(figures, adapter)
+
+
+@pytest.mark.parametrize("family", ["wan21", "chroma"])
+def test_wan_and_chroma_train_a_sharpener_that_passes_the_host_checks(models, tmp_path, family):
+    flags = split_flags(models, family) + (WAN_FLAGS if family == "wan21" else [])
+    out, figures = train_and_check(tmp_path, flags, "64")
+    loaded = load_sharpener(out)
+    assert loaded.network.config.embed_dim == 4096 and loaded.info.model_family == family
+    # UMT5's prompts are all padded to 512 tokens, so Wan batches cond and uncond; Chroma's T5 does not pad.
+    assert_host_checks(figures, batched_cfg=family == "wan21")
+
+
+def test_frames_go_with_a_video_model_only(models, tmp_path):
+    done = run("training/train.py", "--ckpt", str(models / "checkpoints" / "tiny_sd3.safetensors"), "--frames", "17",
+               "--runs", str(tmp_path),
+               "--data", str(prompts(tmp_path)), timeout=600)
+    assert done.returncode != 0 and "--frames goes with a video model (Wan)" in done.stderr
+    bad = run("training/train.py", *split_flags(models, "wan21"), "--frames", "6", "--runs", str(tmp_path),
+              "--data", str(prompts(tmp_path)), timeout=600)
+    assert bad.returncode != 0 and "--frames 6: must be 1 + a multiple of 4" in bad.stderr
 
 
 def test_negatives_are_refused_on_a_transformer_by_name(models, tmp_path):

@@ -9,6 +9,17 @@ pixart_alpha, pixart_sigma: PixArt's width (1152, 16 heads) at depth 2, with α'
 as diffusion_models/tiny_pixart_alpha.safetensors (or _sigma), and the 4-channel VAE.
 t5xxl: a full-size T5-XXL encoder (ComfyUI builds it from a fixed config: 4.8 billion weights) in fp8 e4m3fn, as
 text_encoders/t5xxl_fp8_e4m3fn.safetensors (4.9 GB), written without ever holding it in fp32.
+umt5xxl: Wan's full-size UMT5-XXL encoder the same way (5.7 billion weights, 5.8 GB), as
+text_encoders/umt5_xxl_fp8_e4m3fn.safetensors, with a small sentencepiece tokenizer trained on the pack's prompts in
+its "spiece_model" tensor, where ComfyUI's Wan files keep theirs (the real one is not on this machine).
+wan21: Wan 2.1 text-to-video at the 1.3B model's width (1536, 12 heads, FFN 8960) and depth 2, as
+diffusion_models/tiny_wan21.safetensors, and Wan 2.1's full-size causal 3D VAE as vae/tiny_wan21_vae.safetensors.
+gemma2_2b: Lumina 2's full-size Gemma 2 2B text encoder (2.6 billion weights, 2.6 GB) in fp8 e4m3fn, as
+text_encoders/gemma_2_2b_fp8_e4m3fn.safetensors, with a small sentencepiece tokenizer as for umt5xxl.
+lumina2: Lumina 2's NextDiT at its width (2304, 24 heads) with one main layer (and its two noise and two context
+refiner layers), as diffusion_models/tiny_lumina2.safetensors; its VAE is Flux's, the layout of tiny_sd3_vae.
+chroma: Chroma at its width (3072, 24 heads, the guidance approximator) with one double and one single block, as
+diffusion_models/tiny_chroma.safetensors; its VAE is Flux's 16-channel one, the layout of vae/tiny_sd3_vae.safetensors.
 
     python tools/make_random_transformer.py --comfy-root <ComfyUI> --family sd3 --models <folder>
 """
@@ -23,7 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_random_checkpoint import import_comfy, initialise  # noqa: E402
 
-FAMILIES = ("sd3", "pixart_alpha", "pixart_sigma", "t5xxl")
+FAMILIES = ("sd3", "pixart_alpha", "pixart_sigma", "t5xxl", "umt5xxl", "wan21", "chroma", "gemma2_2b", "lumina2")
 
 
 def sd3_unet_config(depth: int = 2) -> dict:
@@ -41,6 +52,29 @@ def pixart_unet_config(model: str, depth: int = 2) -> dict:
     return {"num_heads": 16, "patch_size": 2, "hidden_size": 1152, "in_channels": 4, "depth": depth,
             "model_max_length": 120 if alpha else 300, "input_size": 64, "pe_interpolation": 1,
             "image_model": model, "micro_condition": alpha}
+
+
+def wan21_unet_config(depth: int = 2) -> dict:
+    """Wan 2.1 1.3B text-to-video as ComfyUI's detection reads it back, at `depth` blocks."""
+    return {"image_model": "wan2.1", "model_type": "t2v", "dim": 1536, "out_dim": 16, "num_heads": 12,
+            "ffn_dim": 8960, "num_layers": depth, "patch_size": (1, 2, 2), "freq_dim": 256, "window_size": (-1, -1),
+            "qk_norm": True, "cross_attn_norm": True, "eps": 1e-6, "in_dim": 16}
+
+
+def chroma_unet_config(depth: int = 1, single: int = 1) -> dict:
+    """Chroma as ComfyUI's detection reads it back (its width is fixed there), at `depth` double and `single` single
+    blocks."""
+    return {"image_model": "chroma", "in_channels": 64, "out_channels": 64, "patch_size": 2, "context_in_dim": 4096,
+            "hidden_size": 3072, "mlp_ratio": 4.0, "num_heads": 24, "depth": depth, "depth_single_blocks": single,
+            "axes_dim": [16, 56, 56], "theta": 10000, "qkv_bias": True, "in_dim": 64, "out_dim": 3072,
+            "hidden_dim": 5120, "n_layers": 5}
+
+
+def lumina2_unet_config(depth: int = 1) -> dict:
+    """Lumina 2's NextDiT as ComfyUI's detection reads it back (its width is fixed there), at `depth` main layers."""
+    return {"image_model": "lumina2", "patch_size": 2, "in_channels": 16, "dim": 2304, "cap_feat_dim": 2304,
+            "n_layers": depth, "n_heads": 24, "n_kv_heads": 8, "qk_norm": True, "axes_dims": [32, 32, 32],
+            "axes_lens": [300, 512, 512]}
 
 
 def save(tensors: dict, path: Path, metadata: dict | None = None) -> None:
@@ -135,14 +169,67 @@ def build_pixart(models: Path, family: str, seed: int) -> None:
         save(comfy.sd.VAE(sd=vae_state_dict(4)).get_sd(), vae)
 
 
-def build_t5xxl(models: Path, seed: int) -> None:
-    """Shapes from ComfyUI's T5 built on the meta device; each weight drawn in fp32 one at a time and stored in fp8."""
+def build_wan21(models: Path, seed: int) -> None:
+    import torch
+    import comfy.supported_models
+    from comfy.ldm.wan.vae import WanVAE
+
+    torch.manual_seed(seed)
+    _, model = diffusion_model(comfy.supported_models.WAN21_T2V, wan21_unet_config())
+    save(model.diffusion_model.state_dict(), models / "diffusion_models" / "tiny_wan21.safetensors")
+    # The layout comfy.sd.VAE builds for a Wan 2.1 VAE file (it tells it by decoder.middle.0.residual.0.gamma).
+    vae = WanVAE(dim=96, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
+                 temperal_downsample=[False, True, True], dropout=0.0)
+    randomise(vae)
+    with torch.no_grad():
+        for name, parameter in vae.named_parameters():
+            if name.endswith("gamma"):  # its RMS norms' scale
+                parameter.fill_(1.0)
+    save({k: v.to(torch.float16) for k, v in vae.state_dict().items()}, models / "vae" / "tiny_wan21_vae.safetensors")
+
+
+def build_chroma(models: Path, seed: int) -> None:
+    import torch
+    import comfy.supported_models
+
+    torch.manual_seed(seed)
+    _, model = diffusion_model(comfy.supported_models.Chroma, chroma_unet_config())
+    save(model.diffusion_model.state_dict(), models / "diffusion_models" / "tiny_chroma.safetensors")
+
+
+def build_lumina2(models: Path, seed: int) -> None:
+    import torch
+    import comfy.supported_models
+
+    torch.manual_seed(seed)
+    _, model = diffusion_model(comfy.supported_models.Lumina2, lumina2_unet_config())
+    save(model.diffusion_model.state_dict(), models / "diffusion_models" / "tiny_lumina2.safetensors")
+
+
+def spiece_model(vocabulary: int = 800, **ids: int):
+    """A sentencepiece tokenizer trained on the pack's prompts, serialised as the uint8 tensor ComfyUI reads."""
+    import io
+    import sentencepiece
+    import torch
+
+    prompts = Path(__file__).resolve().parents[1] / "training" / "prompts" / "sd_prompts.txt"
+    written = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(sentence_iterator=iter(prompts.read_text().splitlines()),
+                                             model_writer=written, vocab_size=vocabulary, hard_vocab_limit=False,
+                                             minloglevel=2, **ids)
+    return torch.frombuffer(bytearray(written.getvalue()), dtype=torch.uint8)
+
+
+def build_t5xxl(models: Path, seed: int, umt5: bool = False) -> None:
+    """Shapes from ComfyUI's T5 (or UMT5) built on the meta device; each weight drawn in fp32 one at a time and stored
+    in fp8."""
     import torch
     import comfy.ops
     import comfy.text_encoders.sd3_clip as sd3_clip
     import json
 
-    config = json.loads((Path(sd3_clip.__file__).parent / "t5_config_xxl.json").read_text())
+    config_name = "umt5_config_xxl.json" if umt5 else "t5_config_xxl.json"
+    config = json.loads((Path(sd3_clip.__file__).parent / config_name).read_text())
     with torch.device("meta"):
         network = sys.modules["comfy.text_encoders.t5"].T5(config, torch.float8_e4m3fn, "meta", comfy.ops.manual_cast)
     generator = torch.Generator().manual_seed(seed)
@@ -155,8 +242,34 @@ def build_t5xxl(models: Path, seed: int) -> None:
         else:  # embeddings: token table and relative-position bias
             value = torch.randn(parameter.shape, generator=generator)
         tensors[name] = value.to(torch.float8_e4m3fn)
-    save(tensors, models / "text_encoders" / "t5xxl_fp8_e4m3fn.safetensors",
-         metadata={"dice.fixture": "random-weight t5xxl encoder"})
+    if umt5:  # UMT5's own special ids
+        tensors["spiece_model"] = spiece_model(pad_id=0, eos_id=1, unk_id=2, bos_id=-1)
+    name = "umt5_xxl" if umt5 else "t5xxl"
+    save(tensors, models / "text_encoders" / f"{name}_fp8_e4m3fn.safetensors",
+         metadata={"dice.fixture": f"random-weight {name} encoder"})
+
+
+def build_gemma2_2b(models: Path, seed: int) -> None:
+    """Gemma 2 2B as ComfyUI builds it for Lumina 2, on the meta device; weights drawn one at a time, stored in fp8."""
+    import torch
+    import comfy.ops
+    from comfy.text_encoders.llama import Gemma2_2B
+
+    with torch.device("meta"):
+        network = Gemma2_2B({}, torch.float8_e4m3fn, "meta", comfy.ops.manual_cast)
+    generator = torch.Generator().manual_seed(seed)
+    tensors = {}
+    for name, parameter in network.state_dict().items():
+        if "norm" in name:  # Gemma's RMS norms scale by 1 + weight
+            value = torch.zeros(parameter.shape)
+        elif name.endswith("embed_tokens.weight"):
+            value = torch.randn(parameter.shape, generator=generator)
+        else:
+            value = torch.randn(parameter.shape, generator=generator) / math.sqrt(parameter.shape[-1])
+        tensors[name] = value.to(torch.float8_e4m3fn)
+    tensors["spiece_model"] = spiece_model(pad_id=0, eos_id=1, bos_id=2, unk_id=3)  # Gemma's special ids
+    save(tensors, models / "text_encoders" / "gemma_2_2b_fp8_e4m3fn.safetensors",
+         metadata={"dice.fixture": "random-weight gemma 2 2b encoder"})
 
 
 def main() -> None:
@@ -174,8 +287,16 @@ def main() -> None:
     models = Path(options.models)
     if options.family == "sd3":
         build_sd3(models, options.seed)
-    elif options.family == "t5xxl":
-        build_t5xxl(models, options.seed)
+    elif options.family in ("t5xxl", "umt5xxl"):
+        build_t5xxl(models, options.seed, umt5=options.family == "umt5xxl")
+    elif options.family == "wan21":
+        build_wan21(models, options.seed)
+    elif options.family == "chroma":
+        build_chroma(models, options.seed)
+    elif options.family == "gemma2_2b":
+        build_gemma2_2b(models, options.seed)
+    elif options.family == "lumina2":
+        build_lumina2(models, options.seed)
     else:
         build_pixart(models, options.family, options.seed)
     print(models)

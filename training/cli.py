@@ -87,7 +87,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--clip-skip", type=int, default=1, help="as in ComfyUI's CLIP Set Last Layer (2 = skip one)")
     p.add_argument("--resolution", type=int, default=None, help="training image size for --ckpt or --unet, a multiple "
                    "of 8 (default: the family's own, 512 for SD1.x and SD2 eps, 768 for SD2 v, 1024 for SDXL and SD3, "
-                   "PixArt's from its position embedding)")
+                   "PixArt's from its position embedding, 480 for Wan 2.1)")
+    p.add_argument("--frames", type=int, default=None, help="video families (Wan): frames in a training clip, 1 + a "
+                   "multiple of 4 (default 17, 5 latent frames)")
     p.add_argument("--save-every", type=int, default=None)
     p.add_argument("--sample-every", type=int, default=None)
     p.add_argument("--eval-batch", type=int, default=64, help="held-out samples for the summary's distance to CFG")
@@ -161,6 +163,8 @@ def main(argv: list[str] | None = None) -> dict:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))  # before ComfyUI picks its device
     if not args.unet and (args.clip or args.clip_type or args.vae):
         raise SystemExit("--clip, --clip-type and --vae go with --unet (a checkpoint holds its own text encoders and VAE)")
+    if args.testbed and args.frames is not None:
+        raise SystemExit("--frames goes with --ckpt or --unet of a video model (Wan); the testbeds make images")
     if args.micro_batch < 0:
         raise SystemExit(f"--micro-batch {args.micro_batch}: must be 1 or more (or 0 to pick it from the free memory)")
     if args.testbed:

@@ -16,7 +16,8 @@ from ..sharpeners.adapter import linear_layers
 from ..sharpeners.formulas import repeat_to_common_length
 from .checkpoint import write_atomic
 from .comfy_locate import find_comfy_root
-from .comfy_models import CLIP_TYPE, PREDICTION, UNET_FAMILIES, load_model, model_family, native_resolution
+from .comfy_models import (CLIP_TYPE, DEFAULT_FRAMES, IN_PLACE_FORWARD, PREDICTION, UNET_FAMILIES, VIDEO_FAMILIES, load_model,
+                           model_family, native_resolution)
 from .datasets import DatasetError, Example, load_examples
 from .hashing import file_sha256
 from .loop import RunInfo
@@ -51,6 +52,14 @@ ADAPTER_BLOCKS = {
     # PixArt-α/Σ: self-attention, cross-attention over the T5 tokens.
     "PixArtMSBlock": (("attn.qkv", "attn.proj", "cross_attn.q_linear", "cross_attn.kv_linear", "cross_attn.proj"),
                       ("mlp.fc1", "mlp.fc2")),
+    # Wan 2.1 (and 2.2 14B): self-attention over the clip's tokens, cross-attention over UMT5's.
+    "WanAttentionBlock": (tuple(f"{a}.{p}" for a in ("self_attn", "cross_attn") for p in "qkvo"), ("ffn.0", "ffn.2")),
+    # Chroma: both streams of the double blocks; a single block's linear1 also holds the MLP's input, linear2 its output.
+    "DoubleStreamBlock": (("img_attn.qkv", "img_attn.proj", "txt_attn.qkv", "txt_attn.proj"),
+                          ("img_mlp.0", "img_mlp.2", "txt_mlp.0", "txt_mlp.2")),
+    "SingleStreamBlock": (("linear1", "linear2"), ()),
+    # Lumina 2: the joint attention over image and Gemma tokens, and the gated MLP (also in the refiner blocks).
+    "JointTransformerBlock": (("attention.qkv", "attention.out"), ("feed_forward.w1", "feed_forward.w2", "feed_forward.w3")),
 }
 
 
@@ -92,7 +101,8 @@ class ComfyBackend:
     """DiffusionBackend over a ComfyUI model patcher, CLIP and VAE."""
 
     def __init__(self, comfy: dict, patcher, clip, vae, examples: list[Example], cache: Path, resolution: int,
-                 guidance: float, clip_skip: int, model_key: str, text_key: str | None = None) -> None:
+                 guidance: float, clip_skip: int, model_key: str, text_key: str | None = None,
+                 frames: int | None = None, copy_saved_tensors: bool = False) -> None:
         self.comfy, self.patcher, self.clip, self.vae = comfy, patcher, clip, vae
         comfy["comfy.model_management"].load_models_gpu([patcher])
         self.model = patcher.model
@@ -102,10 +112,18 @@ class ComfyBackend:
             self.clip.clip_layer(-clip_skip)
         self.cache, self.resolution, self.guidance, self.model_key = cache, resolution, guidance, model_key
         self.text_key = text_key or model_key  # the text encoders' identity, for the text cache
+        self.copy_saved_tensors = copy_saved_tensors
         self._embeddings: dict[str, dict[str, torch.Tensor]] = {}
         null = self._text([""])[0]
+        # A masked encoder (Lumina 2's Gemma): its prompts are never padded (checked when encoding), so a call's mask is
+        # all ones over its context's tokens, as one conditioning gives it to the model.
+        self.token_masks = "attention_mask" in null
         channels = self.model.latent_format.latent_channels
-        self.latent_shape = (channels, resolution // 8, resolution // 8)
+        self.spatial = vae.spacial_compression_encode()  # 8 for every family here
+        side = resolution // self.spatial
+        self.latent_shape = (channels, side, side)
+        if frames is not None:  # a clip: the VAE's temporal compression as ComfyUI's empty video latents count it
+            self.latent_shape = (channels, int(vae.downscale_ratio[0](frames)), side, side)
         # What the model's own extra_conds builds from the empty prompt: whether the pooled output reaches the model
         # (SDXL's and SD3's y) and whether its sampler may tile two contexts into one call (CONDCrossAttn).
         probe = self._model_conds(torch.zeros(1, *self.latent_shape), null["tensor"], null.get("pooled"))
@@ -278,12 +296,18 @@ class ComfyBackend:
     def _encode_text(self, prompt: str) -> dict[str, torch.Tensor]:
         """As CLIPTextEncode encodes: the conditioning's tensor and its pooled output."""
         [[cond, extras]] = self.clip.encode_from_tokens_scheduled(self.clip.tokenize(prompt))
-        unsupported = sorted(k for k, v in extras.items() if isinstance(v, torch.Tensor) and k != "pooled_output")
+        unsupported = sorted(k for k, v in extras.items() if isinstance(v, torch.Tensor)
+                             and k not in ("pooled_output", "attention_mask"))
         if unsupported:
             raise SystemExit(f"the text encoder gives {', '.join(unsupported)} beside the tokens; this trainer does not "
                              "pass them to the model yet")
+        mask = extras.get("attention_mask")
+        if mask is not None and not bool(mask.bool().all()):
+            raise SystemExit(f"the text encoder padded the prompt {prompt[:60]!r} (its attention mask hides tokens); this "
+                             "trainer passes masks of unpadded prompts only")
         pooled = extras.get("pooled_output")
-        return {"tensor": cond.float().cpu(), **({} if pooled is None else {"pooled": pooled.float().cpu()})}
+        return {"tensor": cond.float().cpu(), **({} if pooled is None else {"pooled": pooled.float().cpu()}),
+                **({} if mask is None else {"attention_mask": mask.float().cpu()})}
 
     def null_embedding(self) -> torch.Tensor:
         return self.encode_prompts([""])
@@ -312,9 +336,11 @@ class ComfyBackend:
         return self.comfy["comfy.samplers"].calculate_sigmas(self.model.model_sampling, "normal", steps).float().to(self.device)
 
     def _model_conds(self, x: torch.Tensor, context: torch.Tensor, pooled: torch.Tensor | None) -> dict:
-        """The model's inputs as the KSampler builds them: its extra_conds on the conditioning (and the latent's size)."""
+        """The model's inputs as the KSampler builds them: its extra_conds on the conditioning (and the latent's size;
+        a masked encoder's mask, all ones over the context's tokens)."""
+        mask = {"attention_mask": torch.ones(1, context.shape[1], device=x.device)} if self.token_masks else {}
         return self.model.extra_conds(cross_attn=context, pooled_output=pooled, device=x.device, noise=x,
-                                      width=x.shape[-1] * 8, height=x.shape[-2] * 8)
+                                      width=x.shape[-1] * self.spatial, height=x.shape[-2] * self.spatial, **mask)
 
     def predict_noise(self, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor,
                       y: torch.Tensor | None = None) -> torch.Tensor:
@@ -322,13 +348,19 @@ class ComfyBackend:
         conds = self._model_conds(x, context.to(self.device), None if y is None else y.to(self.device))
         inputs = {name: cond.process_cond(batch_size=len(x), device=self.device, area=None).cond
                   for name, cond in conds.items()}
-        denoised = self.model.apply_model(x, sigma, **inputs)
+        if self.copy_saved_tensors and torch.is_grad_enabled():
+            with torch.autograd.graph.saved_tensors_hooks(torch.clone, lambda saved: saved):
+                denoised = self.model.apply_model(x, sigma, **inputs)
+        else:
+            denoised = self.model.apply_model(x, sigma, **inputs)
         # apply_model returns the denoised latent for every prediction type; the step direction is (x − x̂_0) / σ.
         return (x - denoised) / sigma.view(-1, *[1] * (x.ndim - 1))
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> np.ndarray:
         images = self.vae.decode(self.model.process_latent_out(latents.to(self.device)))
+        if images.ndim == 5:  # clips [batch, frames, height, width, RGB]: the grid shows each one's middle frame
+            images = images[:, images.shape[1] // 2]
         return (images.clamp(0, 1) * 255).round().byte().cpu().numpy()
 
 
@@ -346,6 +378,9 @@ def comfy_run(args):
     if root is None:
         raise SystemExit("no ComfyUI found: run train.py from ComfyUI/custom_nodes/<this pack>, "
                          "or pass --comfy-root, or set COMFYUI_PATH")
+    if args.frames is not None and (args.frames < 1 or (args.frames - 1) % 4):
+        raise SystemExit(f"--frames {args.frames}: must be 1 + a multiple of 4 (1, 5, 9, 13, 17 ...), as the VAE packs "
+                         "4 frames into each latent frame after the first")
     comfy = import_comfy(root)
     loaded = load_model(args, comfy, PRECISIONS[args.mixed_precision])
     flag = "--ckpt" if args.ckpt else "--unet"
@@ -365,12 +400,20 @@ def comfy_run(args):
     resolution = args.resolution or native_resolution(loaded, family, prediction)
     if resolution % 8:
         raise SystemExit(f"--resolution {resolution}: must be a multiple of 8")
+    frames = None
+    if family in VIDEO_FAMILIES:
+        frames = args.frames or DEFAULT_FRAMES
+        if any(e.image is not None for e in examples):
+            raise SystemExit(f"--data {data}: holds images; a {family} run trains on clips the model draws from the "
+                             "prompts, so give it a prompts file (or no --data)")
+    elif args.frames:
+        raise SystemExit(f"--frames goes with a video model (Wan); {loaded.base.name} is {family}, which makes images")
     sha256 = file_sha256(loaded.base)
     text_key = None if args.ckpt else text_encoders_key(loaded.text_files, args.clip_type or CLIP_TYPE[family])
     name = args.name or f"{loaded.base.stem}_dice"
     cache = Path(args.runs) / name / "cache"
     backend = ComfyBackend(comfy, loaded.patcher, loaded.clip, loaded.vae, examples, cache, resolution, args.guidance,
-                           args.clip_skip, sha256, text_key)
+                           args.clip_skip, sha256, text_key, frames, family in IN_PLACE_FORWARD)
     info = RunInfo(model_family=family, base_checkpoint=loaded.base.name, base_checkpoint_sha256=sha256,
                    clip_skip=args.clip_skip, prediction_type=prediction)
     prompts = list(dict.fromkeys(e.caption for e in backend.examples))[:4]

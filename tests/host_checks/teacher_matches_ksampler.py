@@ -83,7 +83,7 @@ def main() -> None:
         trainer_eps = teacher_noise(backend, batch, options.guidance).float().cpu()
         unguided = single_call(backend, batch, batch["c"])
     report = {
-        "family": info.model_family, "vector_input": "y" in batch,
+        "family": info.model_family, "vector_input": "y" in batch, "latent_shape": list(backend.latent_shape),
         "max_abs_difference": float((trainer_eps - cfg_eps).abs().max()),
         "mean_abs_eps": float(cfg_eps.abs().mean()),
         "mean_abs_cfg_minus_unguided": float((cfg_eps - unguided.float().cpu()).abs().mean()),
