@@ -1,6 +1,6 @@
 """How large a guidance adapter is for SD1.5's and SDXL's full UNets and for the real-size SD3.5 medium and large
-MMDiTs, PixArt-α/Σ XL, Wan 2.1 1.3B and 14B and Chroma transformers, by rank and layer selection. Run with ComfyUI's
-Python:
+MMDiTs, PixArt-α/Σ XL, Wan 2.1 1.3B and 14B, Chroma, Lumina 2 and AuraFlow transformers, by rank and layer selection.
+Run with ComfyUI's Python:
 
     python bench/adapter_size.py --comfy-root <ComfyUI>
 
@@ -54,9 +54,12 @@ def main() -> None:
                   "pos_embed_max_size": positions, "num_patches": positions ** 2}
         return mmdit.MMDiT(**config, dtype=torch.float32, device="meta", operations=comfy.ops.disable_weight_init)
 
+    import comfy.ldm.aura.mmdit as aura_mmdit
     import comfy.ldm.chroma.model as chroma_model
+    import comfy.ldm.lumina.model as lumina_model
     import comfy.ldm.wan.model as wan_model
-    from dice_pack.tools.make_random_transformer import chroma_unet_config, wan21_unet_config
+    from dice_pack.tools.make_random_transformer import (auraflow_unet_config, chroma_unet_config, lumina2_unet_config,
+                                                         wan21_unet_config)
 
     def wan(**sizes):
         config = {k: v for k, v in {**wan21_unet_config(), **sizes}.items() if k != "image_model"}
@@ -65,6 +68,14 @@ def main() -> None:
     def chroma():  # Chroma1-HD: 19 double and 38 single blocks
         return chroma_model.Chroma(**chroma_unet_config(19, 38), dtype=torch.float32, device="meta",
                                    operations=comfy.ops.disable_weight_init)
+
+    def lumina2():  # Lumina Image 2.0: 26 main layers
+        config = {k: v for k, v in lumina2_unet_config(26).items() if k != "image_model"}
+        return lumina_model.NextDiT(**config, dtype=torch.float32, device="meta", operations=comfy.ops.disable_weight_init)
+
+    def auraflow():  # AuraFlow 0.3: 4 joint and 28 single blocks; its position grid, taken as 96², is 0.4 % of it
+        return aura_mmdit.MMDiT(**auraflow_unet_config(4, 28, 96 ** 2), dtype=torch.float32, device="meta",
+                                operations=comfy.ops.disable_weight_init)
 
     def pixart():
         return pixartms.PixArtMS(**pixart_unet_config("pixart_sigma", 28), dtype=torch.float32, device="meta",
@@ -78,7 +89,9 @@ def main() -> None:
               ("pixart", pixart, 4096),
               ("wan2.1-1.3b", lambda: wan(num_layers=30), 4096),
               ("wan2.1-14b", lambda: wan(dim=5120, ffn_dim=13824, num_heads=40, num_layers=40), 4096),
-              ("chroma", chroma, 4096))
+              ("chroma", chroma, 4096),
+              ("lumina2", lumina2, 2304),
+              ("auraflow", auraflow, 2048))
     rows = []
     for family, build, width in models:
         model = build()  # its layers on the meta device (PixArt's stochastic-depth rule needs a real linspace)

@@ -1,11 +1,11 @@
-"""training/train.py on the transformer families, SD3/SD3.5, PixArt-α/Σ, Wan 2.1 text-to-video and Chroma, in the
-real ComfyUI: random-weight model files that ComfyUI detects as each family (tools/make_random_transformer.py), loaded
-as a checkpoint (SD3.5) or as split files (a diffusion model, text encoders and a VAE, as UNETLoader, CLIPLoader and
-VAELoader take them).
+"""training/train.py on the transformer families, SD3/SD3.5, PixArt-α/Σ, Wan 2.1 text-to-video, Chroma and Lumina 2,
+in the real ComfyUI: random-weight model files that ComfyUI detects as each family
+(tools/make_random_transformer.py), loaded as a checkpoint (SD3.5) or as split files (a diffusion model, text encoders
+and a VAE, as UNETLoader, CLIPLoader and VAELoader take them).
 
-Needs COMFYUI_PATH. The T5-XXL and UMT5-XXL fixtures are full size (4.8 and 5.8 GB on disk, about 15 GB of memory
-when ComfyUI loads one on the CPU); set DICE_FIXTURE_MODELS to a folder to build the fixtures once and keep them
-between runs.
+Needs COMFYUI_PATH. The T5-XXL, UMT5-XXL and Gemma 2 2B fixtures are full size (4.8, 5.7 and 2.6 GB on disk, up to
+about 15 GB of memory when ComfyUI loads one on the CPU); set DICE_FIXTURE_MODELS to a folder to build the fixtures
+once and keep them between runs.
 """
 from __future__ import annotations
 
@@ -39,7 +39,9 @@ def models(tmp_path_factory) -> Path:
               "pixart_sigma": "diffusion_models/tiny_pixart_sigma.safetensors",
               "t5xxl": "text_encoders/t5xxl_fp8_e4m3fn.safetensors",
               "wan21": "diffusion_models/tiny_wan21.safetensors", "chroma": "diffusion_models/tiny_chroma.safetensors",
-              "umt5xxl": "text_encoders/umt5_xxl_fp8_e4m3fn.safetensors"}
+              "umt5xxl": "text_encoders/umt5_xxl_fp8_e4m3fn.safetensors",
+              "lumina2": "diffusion_models/tiny_lumina2.safetensors",
+              "gemma2_2b": "text_encoders/gemma_2_2b_fp8_e4m3fn.safetensors"}
     for family, path in wanted.items():
         if not (folder / path).is_file():
             subprocess.run([comfyui_python(Path(COMFYUI_PATH)), str(PACK_ROOT / "tools" / "make_random_transformer.py"),
@@ -65,6 +67,8 @@ def split_flags(models: Path, family: str) -> list[str]:
         clips, vae = [text / "umt5_xxl_fp8_e4m3fn.safetensors"], models / "vae" / "tiny_wan21_vae.safetensors"
     elif family == "chroma":  # Flux's VAE, the layout of SD3's
         clips, vae = [text / "t5xxl_fp8_e4m3fn.safetensors"], models / "vae" / "tiny_sd3_vae.safetensors"
+    elif family == "lumina2":  # Gemma 2 2B and Flux's VAE
+        clips, vae = [text / "gemma_2_2b_fp8_e4m3fn.safetensors"], models / "vae" / "tiny_sd3_vae.safetensors"
     else:
         clips, vae = [text / "t5xxl_fp8_e4m3fn.safetensors"], models / "vae" / "tiny_sd_vae.safetensors"
     flags = ["--unet", str(models / "diffusion_models" / f"tiny_{family}.safetensors"), "--vae", str(vae)]
@@ -89,6 +93,7 @@ def train_and_check(tmp_path: Path, model_flags: list[str], resolution: str) -> 
     check = run("tests/host_checks/teacher_matches_ksampler.py", *model_flags, "--data", str(data),
                 "--runs", str(tmp_path / "check"), "--resolution", resolution, "--sharpener", str(out), "--sampling")
     assert check.returncode == 0, check.stderr[-3000:]
+    print(check.stdout.strip().splitlines()[-1])  # the figures, for pytest -rP
     return out, json.loads(check.stdout.strip().splitlines()[-1])
 
 
@@ -158,6 +163,7 @@ def train_adapter_and_check(tmp_path: Path, model_flags: list[str], resolution: 
                 "--runs", str(tmp_path / "check"), "--resolution", resolution, "--adapter", str(out), "--sampling")
     assert check.returncode == 0, check.stderr[-3000:]
     assert "lora key not loaded" not in check.stderr
+    print(check.stdout.strip().splitlines()[-1])  # the figures, for pytest -rP
     return out, json.loads(check.stdout.strip().splitlines()[-1])
 
 
@@ -192,8 +198,8 @@ def test_pixart_split_files_train_an_adapter_that_comfyuis_lora_code_applies(mod
     assert_adapter_host_checks(figures, adapter)
 
 
-@pytest.mark.parametrize("family", ["wan21", "chroma"])
-def test_wan_and_chroma_train_an_adapter_that_comfyuis_lora_code_applies_at_one_call_per_step(models, tmp_path, family):
+@pytest.mark.parametrize("family", ["wan21", "chroma", "lumina2"])
+def test_more_families_train_an_adapter_that_comfyuis_lora_code_applies_at_one_call_per_step(models, tmp_path, family):
     flags = split_flags(models, family) + (WAN_FLAGS if family == "wan21" else [])
     out, figures = train_adapter_and_check(tmp_path, flags, "64")
     adapter = load_adapter(out)
@@ -202,18 +208,22 @@ def test_wan_and_chroma_train_an_adapter_that_comfyuis_lora_code_applies_at_one_
     if family == "wan21":  # a clip: 2 latent frames of 16 channels
         assert figures["latent_shape"] == [16, 2, 8, 8]
         assert any("cross_attn_k" in n for n in adapter.names) and any("ffn_2" in n for n in adapter.names)
-    else:  # Chroma: both streams of the double block, and the single block
+    elif family == "chroma":  # both streams of the double block, and the single block
         assert any("txt_attn_qkv" in n for n in adapter.names) and any("single_blocks_0_linear2" in n for n in adapter.names)
+    else:  # Lumina 2: the main layer and the refiners, attention and the gated feed-forward
+        assert any("layers_0_attention_qkv" in n for n in adapter.names)
+        assert any("context_refiner_0_feed_forward_w3" in n for n in adapter.names)
     assert_adapter_host_checks(figures, adapter)
 
 
-@pytest.mark.parametrize("family", ["wan21", "chroma"])
-def test_wan_and_chroma_train_a_sharpener_that_passes_the_host_checks(models, tmp_path, family):
+@pytest.mark.parametrize("family", ["wan21", "chroma", "lumina2"])
+def test_more_families_train_a_sharpener_that_passes_the_host_checks(models, tmp_path, family):
     flags = split_flags(models, family) + (WAN_FLAGS if family == "wan21" else [])
     out, figures = train_and_check(tmp_path, flags, "64")
     loaded = load_sharpener(out)
-    assert loaded.network.config.embed_dim == 4096 and loaded.info.model_family == family
-    # UMT5's prompts are all padded to 512 tokens, so Wan batches cond and uncond; Chroma's T5 does not pad.
+    assert loaded.network.config.embed_dim == (2304 if family == "lumina2" else 4096)
+    assert loaded.info.model_family == family
+    # UMT5's prompts are all padded to 512 tokens, so Wan batches cond and uncond; Chroma's T5 and Gemma do not pad.
     assert_host_checks(figures, batched_cfg=family == "wan21")
 
 

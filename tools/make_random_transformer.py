@@ -1,5 +1,6 @@
-"""Build random-weight transformer model files that ComfyUI detects as SD3/SD3.5 or PixArt-α/Σ, with ComfyUI's own
-classes, into a models folder laid out as ComfyUI's (diffusion_models/, text_encoders/, vae/, checkpoints/).
+"""Build random-weight transformer model files that ComfyUI detects as SD3/SD3.5, PixArt-α/Σ, Wan 2.1, Lumina 2,
+AuraFlow or Chroma, with their text encoders, by ComfyUI's own classes, into a models folder laid out as ComfyUI's
+(diffusion_models/, text_encoders/, vae/, checkpoints/).
 
 sd3: an SD3.5-medium-shaped MMDiT (RMS q/k norm, the MMDiT-X self-attention block on layer 0) of depth 2 (hidden
 128; ComfyUI reads the depth from the weights), as diffusion_models/tiny_sd3.safetensors and, with full-size CLIP-L
@@ -14,10 +15,15 @@ text_encoders/umt5_xxl_fp8_e4m3fn.safetensors, with a small sentencepiece tokeni
 its "spiece_model" tensor, where ComfyUI's Wan files keep theirs (the real one is not on this machine).
 wan21: Wan 2.1 text-to-video at the 1.3B model's width (1536, 12 heads, FFN 8960) and depth 2, as
 diffusion_models/tiny_wan21.safetensors, and Wan 2.1's full-size causal 3D VAE as vae/tiny_wan21_vae.safetensors.
-gemma2_2b: Lumina 2's full-size Gemma 2 2B text encoder (2.6 billion weights, 2.6 GB) in fp8 e4m3fn, as
-text_encoders/gemma_2_2b_fp8_e4m3fn.safetensors, with a small sentencepiece tokenizer as for umt5xxl.
+gemma2_2b: Lumina 2's full-size Gemma 2 2B text encoder (2.6 billion weights, 2.6 GB) in fp8 e4m3fn, its norms in bf16
+(ComfyUI builds the encoder in their dtype), as text_encoders/gemma_2_2b_fp8_e4m3fn.safetensors, with a small
+sentencepiece tokenizer as for umt5xxl.
 lumina2: Lumina 2's NextDiT at its width (2304, 24 heads) with one main layer (and its two noise and two context
 refiner layers), as diffusion_models/tiny_lumina2.safetensors; its VAE is Flux's, the layout of tiny_sd3_vae.
+auraflow: AuraFlow's MMDiT at its width (3072, 12 heads) with one joint and one single block, as
+diffusion_models/tiny_auraflow.safetensors; its VAE is SDXL's, the layout of tiny_sd_vae.
+pile_t5xl: AuraFlow's full-size Pile T5-XL encoder (1.2 billion weights) in fp8 e4m3fn, as
+text_encoders/pile_t5xl_fp8_e4m3fn.safetensors (ComfyUI ships its tokenizer).
 chroma: Chroma at its width (3072, 24 heads, the guidance approximator) with one double and one single block, as
 diffusion_models/tiny_chroma.safetensors; its VAE is Flux's 16-channel one, the layout of vae/tiny_sd3_vae.safetensors.
 
@@ -34,7 +40,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_random_checkpoint import import_comfy, initialise  # noqa: E402
 
-FAMILIES = ("sd3", "pixart_alpha", "pixart_sigma", "t5xxl", "umt5xxl", "wan21", "chroma", "gemma2_2b", "lumina2")
+# T5 encoders by family: ComfyUI's config file, the file written, and the special ids of a tokenizer stored in the file
+# (None: ComfyUI ships the tokenizer).
+T5_ENCODERS = {"t5xxl": ("t5_config_xxl.json", "t5xxl_fp8_e4m3fn", None),
+               "umt5xxl": ("umt5_config_xxl.json", "umt5_xxl_fp8_e4m3fn", {"pad_id": 0, "eos_id": 1, "unk_id": 2,
+                                                                           "bos_id": -1}),
+               "pile_t5xl": ("t5_pile_config_xl.json", "pile_t5xl_fp8_e4m3fn", None)}
 
 
 def sd3_unet_config(depth: int = 2) -> dict:
@@ -68,6 +79,12 @@ def chroma_unet_config(depth: int = 1, single: int = 1) -> dict:
             "hidden_size": 3072, "mlp_ratio": 4.0, "num_heads": 24, "depth": depth, "depth_single_blocks": single,
             "axes_dim": [16, 56, 56], "theta": 10000, "qkv_bias": True, "in_dim": 64, "out_dim": 3072,
             "hidden_dim": 5120, "n_layers": 5}
+
+
+def auraflow_unet_config(double: int = 1, single: int = 1, positions: int = 4096) -> dict:
+    """AuraFlow's MMDiT as ComfyUI's detection reads it back (its width is fixed there: 3072, 12 heads), at `double`
+    joint and `single` single blocks, `positions` image tokens at most."""
+    return {"max_seq": positions, "cond_seq_dim": 2048, "n_double_layers": double, "n_layers": double + single}
 
 
 def lumina2_unet_config(depth: int = 1) -> dict:
@@ -220,15 +237,24 @@ def spiece_model(vocabulary: int = 800, **ids: int):
     return torch.frombuffer(bytearray(written.getvalue()), dtype=torch.uint8)
 
 
-def build_t5xxl(models: Path, seed: int, umt5: bool = False) -> None:
-    """Shapes from ComfyUI's T5 (or UMT5) built on the meta device; each weight drawn in fp32 one at a time and stored
-    in fp8."""
+def build_auraflow(models: Path, seed: int) -> None:
+    import torch
+    import comfy.supported_models
+
+    torch.manual_seed(seed)
+    _, model = diffusion_model(comfy.supported_models.AuraFlow, auraflow_unet_config())
+    save(model.diffusion_model.state_dict(), models / "diffusion_models" / "tiny_auraflow.safetensors")
+
+
+def build_t5(models: Path, seed: int, family: str) -> None:
+    """Shapes from ComfyUI's T5 (T5-XXL, UMT5-XXL, Pile T5-XL) built on the meta device; each weight drawn in fp32 one
+    at a time and stored in fp8."""
     import torch
     import comfy.ops
     import comfy.text_encoders.sd3_clip as sd3_clip
     import json
 
-    config_name = "umt5_config_xxl.json" if umt5 else "t5_config_xxl.json"
+    config_name, file_name, special_ids = T5_ENCODERS[family]
     config = json.loads((Path(sd3_clip.__file__).parent / config_name).read_text())
     with torch.device("meta"):
         network = sys.modules["comfy.text_encoders.t5"].T5(config, torch.float8_e4m3fn, "meta", comfy.ops.manual_cast)
@@ -242,15 +268,15 @@ def build_t5xxl(models: Path, seed: int, umt5: bool = False) -> None:
         else:  # embeddings: token table and relative-position bias
             value = torch.randn(parameter.shape, generator=generator)
         tensors[name] = value.to(torch.float8_e4m3fn)
-    if umt5:  # UMT5's own special ids
-        tensors["spiece_model"] = spiece_model(pad_id=0, eos_id=1, unk_id=2, bos_id=-1)
-    name = "umt5_xxl" if umt5 else "t5xxl"
-    save(tensors, models / "text_encoders" / f"{name}_fp8_e4m3fn.safetensors",
-         metadata={"dice.fixture": f"random-weight {name} encoder"})
+    if special_ids is not None:
+        tensors["spiece_model"] = spiece_model(**special_ids)
+    save(tensors, models / "text_encoders" / f"{file_name}.safetensors",
+         metadata={"dice.fixture": f"random-weight {family} encoder"})
 
 
 def build_gemma2_2b(models: Path, seed: int) -> None:
-    """Gemma 2 2B as ComfyUI builds it for Lumina 2, on the meta device; weights drawn one at a time, stored in fp8."""
+    """Gemma 2 2B as ComfyUI builds it for Lumina 2, on the meta device; weights drawn one at a time, stored in fp8
+    (the norms in bf16)."""
     import torch
     import comfy.ops
     from comfy.text_encoders.llama import Gemma2_2B
@@ -260,9 +286,10 @@ def build_gemma2_2b(models: Path, seed: int) -> None:
     generator = torch.Generator().manual_seed(seed)
     tensors = {}
     for name, parameter in network.state_dict().items():
-        if "norm" in name:  # Gemma's RMS norms scale by 1 + weight
-            value = torch.zeros(parameter.shape)
-        elif name.endswith("embed_tokens.weight"):
+        if "norm" in name:  # Gemma's RMS norms scale by 1 + weight; ComfyUI builds the encoder in their dtype
+            tensors[name] = torch.zeros(parameter.shape, dtype=torch.bfloat16)
+            continue
+        if name.endswith("embed_tokens.weight"):
             value = torch.randn(parameter.shape, generator=generator)
         else:
             value = torch.randn(parameter.shape, generator=generator) / math.sqrt(parameter.shape[-1])
@@ -270,6 +297,11 @@ def build_gemma2_2b(models: Path, seed: int) -> None:
     tensors["spiece_model"] = spiece_model(pad_id=0, eos_id=1, bos_id=2, unk_id=3)  # Gemma's special ids
     save(tensors, models / "text_encoders" / "gemma_2_2b_fp8_e4m3fn.safetensors",
          metadata={"dice.fixture": "random-weight gemma 2 2b encoder"})
+
+
+BUILDERS = {"sd3": build_sd3, "wan21": build_wan21, "chroma": build_chroma, "gemma2_2b": build_gemma2_2b,
+            "lumina2": build_lumina2, "auraflow": build_auraflow}
+FAMILIES = ("pixart_alpha", "pixart_sigma", *T5_ENCODERS, *BUILDERS)
 
 
 def main() -> None:
@@ -282,23 +314,15 @@ def main() -> None:
     if not options.comfy_root:
         raise SystemExit("no ComfyUI: pass --comfy-root or set COMFYUI_PATH")
     import_comfy(options.comfy_root)
-    import comfy.text_encoders.t5  # noqa: F401  (T5's module, for build_t5xxl)
+    import comfy.text_encoders.t5  # noqa: F401  (T5's module, for build_t5)
 
     models = Path(options.models)
-    if options.family == "sd3":
-        build_sd3(models, options.seed)
-    elif options.family in ("t5xxl", "umt5xxl"):
-        build_t5xxl(models, options.seed, umt5=options.family == "umt5xxl")
-    elif options.family == "wan21":
-        build_wan21(models, options.seed)
-    elif options.family == "chroma":
-        build_chroma(models, options.seed)
-    elif options.family == "gemma2_2b":
-        build_gemma2_2b(models, options.seed)
-    elif options.family == "lumina2":
-        build_lumina2(models, options.seed)
-    else:
+    if options.family in T5_ENCODERS:
+        build_t5(models, options.seed, options.family)
+    elif options.family.startswith("pixart"):
         build_pixart(models, options.family, options.seed)
+    else:
+        BUILDERS[options.family](models, options.seed)
     print(models)
 
 

@@ -60,6 +60,11 @@ ADAPTER_BLOCKS = {
     "SingleStreamBlock": (("linear1", "linear2"), ()),
     # Lumina 2: the joint attention over image and Gemma tokens, and the gated MLP (also in the refiner blocks).
     "JointTransformerBlock": (("attention.qkv", "attention.out"), ("feed_forward.w1", "feed_forward.w2", "feed_forward.w3")),
+    # AuraFlow (not yet supported: its test fixture's text barely moves the prediction): both streams of the joint
+    # blocks (w1 the image's, w2 the Pile T5 tokens'; the last context stream has no MLP), then the single blocks.
+    "MMDiTBlock": (tuple(f"attn.w{s}{p}" for s in "12" for p in "qkvo"),
+                   tuple(f"{m}.{p}" for m in ("mlpX", "mlpC") for p in ("c_fc1", "c_fc2", "c_proj"))),
+    "DiTBlock": (tuple(f"attn.w1{p}" for p in "qkvo"), ("mlp.c_fc1", "mlp.c_fc2", "mlp.c_proj")),
 }
 
 
@@ -337,8 +342,10 @@ class ComfyBackend:
 
     def _model_conds(self, x: torch.Tensor, context: torch.Tensor, pooled: torch.Tensor | None) -> dict:
         """The model's inputs as the KSampler builds them: its extra_conds on the conditioning (and the latent's size;
-        a masked encoder's mask, all ones over the context's tokens)."""
-        mask = {"attention_mask": torch.ones(1, context.shape[1], device=x.device)} if self.token_masks else {}
+        a masked encoder's mask, all ones over the context's tokens, in integers as the encoder gives it: Lumina 2
+        counts its tokens from it)."""
+        mask = ({"attention_mask": torch.ones(1, context.shape[1], dtype=torch.long, device=x.device)}
+                if self.token_masks else {})
         return self.model.extra_conds(cross_attn=context, pooled_output=pooled, device=x.device, noise=x,
                                       width=x.shape[-1] * self.spatial, height=x.shape[-2] * self.spatial, **mask)
 
