@@ -1,5 +1,5 @@
 """How large a guidance adapter is for SD1.5's and SDXL's full UNets and for the real-size SD3.5 medium and large
-MMDiTs, PixArt-α/Σ XL, Wan 2.1 1.3B and 14B, Chroma, Lumina 2 and AuraFlow transformers, by rank and layer selection.
+MMDiTs, PixArt-α/Σ XL, Wan 2.1 1.3B and 14B, Wan 2.2 5B, Chroma, Lumina 2 and AuraFlow transformers, by rank and layer selection.
 Run with ComfyUI's Python:
 
     python bench/adapter_size.py --comfy-root <ComfyUI>
@@ -89,6 +89,7 @@ def main() -> None:
               ("pixart", pixart, 4096),
               ("wan2.1-1.3b", lambda: wan(num_layers=30), 4096),
               ("wan2.1-14b", lambda: wan(dim=5120, ffn_dim=13824, num_heads=40, num_layers=40), 4096),
+              ("wan2.2-5b", lambda: wan(dim=3072, ffn_dim=14336, num_heads=24, num_layers=30, in_dim=48, out_dim=48), 4096),
               ("chroma", chroma, 4096),
               ("lumina2", lumina2, 2304),
               ("auraflow", auraflow, 2048))

@@ -54,8 +54,10 @@ class LoadDICEAdapter:
     def load(self, model, adapter_name, strength, cfg=DEFAULT_CFG):
         path = folder_paths.get_full_path_or_raise(FOLDER_NAME, adapter_name)
         adapter = load_adapter(path)
-        adapter.check_names(set(comfy.lora.model_lora_keys_unet(model.model, {})),
-                            f"this {type(model.model.model_config).__name__} model")
+        keys = comfy.lora.model_lora_keys_unet(model.model, {})
+        kind = f"this {type(model.model.model_config).__name__} model"
+        adapter.check_names(set(keys), kind)
+        adapter.check_shapes(lambda name: layer_features(model, keys[name]), kind)
         lora_strength, warning = adapter.strength_at(cfg, strength)
         logging.info("DICE: loaded %s; cfg %g → strength %.3f", adapter.summary(), cfg, lora_strength)
         if warning:
@@ -69,6 +71,13 @@ class LoadDICEAdapter:
             return (model,)
         adapted, _ = comfy.sd.load_lora_for_models(model, None, adapter.tensors, lora_strength, 0)
         return (adapted,)
+
+
+def layer_features(model, key) -> tuple[int, int] | None:
+    """A linear layer's (in, out) features from its weight under the key ComfyUI's LoRA loader maps the adapter's name
+    to; None where the weight does not say (a packed quantized tensor), so the check leaves that layer to the loader."""
+    shape = getattr(comfy.utils.get_attr(model.model, key), "shape", ()) if isinstance(key, str) else ()
+    return (int(shape[1]), int(shape[0])) if len(shape) >= 2 else None
 
 
 def checkpoint_weight(model, path: str):

@@ -7,6 +7,7 @@ import math
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Callable
 
 import torch
 from safetensors import safe_open
@@ -125,19 +126,30 @@ class AdapterFile:
                                    f"{model_kind} (first: {missing[0]}); it was trained for {self.info.model_family} "
                                    f"('{self.info.base_checkpoint}')")
 
+    def layer_shapes(self) -> dict[str, tuple[int, int]]:
+        """Each adapter layer's (in, out) features, as its LoRA pair was trained for."""
+        return {n: (self.tensors[f"{n}.lora_down.weight"].shape[1], self.tensors[f"{n}.lora_up.weight"].shape[0])
+                for n in self.names}
+
+    def check_shapes(self, shape_of: Callable[[str], tuple[int, int] | None], model_kind: str = "this model") -> None:
+        """Refuse a model whose layers have the adapter's names but other sizes (another model of the same layout,
+        e.g. Wan 2.1 1.3B and Wan 2.2 5B), which a LoRA loader would fail on layer by layer; shape_of(name) gives a
+        layer's (in, out) features, or None where the model cannot say."""
+        for name, shape in self.layer_shapes().items():
+            found = shape_of(name)
+            if found is not None and found != shape:
+                raise AdapterFileError(f"{self.path}: its layers do not fit {model_kind} ({name} is {found[0]}→"
+                                       f"{found[1]} there, {shape[0]}→{shape[1]} in the adapter); it was trained for "
+                                       f"{self.info.model_family} ('{self.info.base_checkpoint}')")
+
     def attach_to(self, model: nn.Module) -> GuidanceAdapter:
         """A GuidanceAdapter holding these weights, hooked into model; refuses a model whose layers do not match."""
         layers = {lora_name(path): path for path, module in model.named_modules() if isinstance(module, nn.Linear)}
         self.check_names(set(layers))
-        shapes = {layers[n]: (self.tensors[f"{n}.lora_down.weight"].shape[1], self.tensors[f"{n}.lora_up.weight"].shape[0])
-                  for n in self.names}
-        wrong = [f"{p} is {model.get_submodule(p).in_features}→{model.get_submodule(p).out_features}, the adapter "
-                 f"{s[0]}→{s[1]}" for p, s in shapes.items()
-                 if (model.get_submodule(p).in_features, model.get_submodule(p).out_features) != s]
-        if wrong:
-            raise AdapterFileError(f"{self.path}: its layers do not fit this model ({wrong[0]}); it was trained for "
-                                   f"{self.info.model_family} ('{self.info.base_checkpoint}')")
-        adapter = GuidanceAdapter(shapes, self.config)
+        features = lambda name: (model.get_submodule(layers[name]).in_features,  # noqa: E731
+                                 model.get_submodule(layers[name]).out_features)
+        self.check_shapes(features)
+        adapter = GuidanceAdapter({layers[n]: shape for n, shape in self.layer_shapes().items()}, self.config)
         adapter.load_lora_tensors(self.tensors)
         return adapter.requires_grad_(False).attach(model)
 

@@ -22,6 +22,7 @@ FAMILIES = {
     "pixart_alpha": ConditioningShape("PixArt-α (T5-XXL, no pooled output)", 4096, None),
     "pixart_sigma": ConditioningShape("PixArt-Σ (T5-XXL, no pooled output)", 4096, None),
     "wan21": ConditioningShape("Wan 2.1 (UMT5-XXL, no pooled output)", 4096, None),
+    "wan22_5b": ConditioningShape("Wan 2.2 5B (UMT5-XXL, no pooled output)", 4096, None),
     "chroma": ConditioningShape("Chroma (T5-XXL, no pooled output)", 4096, None),
     "lumina2": ConditioningShape("Lumina 2 (Gemma 2 2B, no pooled output)", 2304, None),
 }

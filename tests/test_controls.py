@@ -145,6 +145,10 @@ def test_an_adapter_trains_the_knob_by_default_and_none_trains_one_scale(tmp_pat
     (["--train", "adapter", "--guidance-range", "none", "--anchor-share", "0.5"], "--anchor-share goes with a"),
     (["--train", "adapter", "--anchor-share", "1"], "--anchor-share 1: must be at least 0 and below 1"),
     (["--train", "adapter", "--guidance-range", "6,9", "--anchor-share", "0.5"], "with --guidance 5 inside"),
+    (["--extra-anchor", "8,0.2"], "--extra-anchor trains the adapter's cfg knob: add --train adapter"),
+    (["--train", "adapter", "--extra-anchor", "12,0.2"], "--extra-anchor 12,0.2: its scale must lie in --guidance-range"),
+    (["--train", "adapter", "--extra-anchor", "8,0.5"], "with --anchor-share 0.5 below 1 together"),
+    (["--train", "adapter", "--extra-anchor", "eight"], "give a CFG scale and its share of the samples as SCALE,SHARE"),
 ])
 def test_flags_a_mode_does_not_use_are_refused_naming_the_flag(tmp_path, args, message):
     with pytest.raises(SystemExit, match=message):
@@ -154,13 +158,23 @@ def test_flags_a_mode_does_not_use_are_refused_naming_the_flag(tmp_path, args, m
 def test_an_anchor_share_draws_that_share_at_the_reference_scale_and_the_rest_over_the_range():
     from dice_pack.training.step import draw_guidance
 
-    w = draw_guidance(20000, torch.Generator().manual_seed(0), (1.0, 10.0), (5.0, 0.4))["w"]
+    w = draw_guidance(20000, torch.Generator().manual_seed(0), (1.0, 10.0), ((5.0, 0.4),))["w"]
     at_anchor = (w == 5.0).float().mean().item()
     assert abs(at_anchor - 0.4) < 0.02
     rest = w[w != 5.0]
     assert rest.min() >= 1.0 and rest.max() <= 10.0 and abs(rest.mean().item() - 5.5) < 0.1
     plain = draw_guidance(1000, torch.Generator().manual_seed(0), (1.0, 10.0))["w"]
-    assert torch.equal(plain, draw_guidance(1000, torch.Generator().manual_seed(0), (1.0, 10.0), (5.0, 0.0))["w"])
+    assert torch.equal(plain, draw_guidance(1000, torch.Generator().manual_seed(0), (1.0, 10.0), ((5.0, 0.0),))["w"])
+
+
+def test_an_extra_anchor_takes_its_share_from_the_uniform_draws_and_leaves_the_first_anchor_as_it_was():
+    from dice_pack.training.step import draw_guidance
+
+    one = draw_guidance(20000, torch.Generator().manual_seed(0), (1.0, 10.0), ((5.0, 0.5),))["w"]
+    two = draw_guidance(20000, torch.Generator().manual_seed(0), (1.0, 10.0), ((5.0, 0.5), (8.0, 0.2)))["w"]
+    assert torch.equal(one == 5.0, two == 5.0)  # the same samples at the first anchor, with or without the second
+    assert abs((two == 8.0).float().mean().item() - 0.2) < 0.02
+    assert abs(((two != 5.0) & (two != 8.0)).float().mean().item() - 0.3) < 0.02
 
 
 def test_nag_is_the_positive_output_at_scale_1_or_alpha_0_and_caps_the_norm():

@@ -1,4 +1,5 @@
-"""training/train.py on the transformer families, SD3/SD3.5, PixArt-α/Σ, Wan 2.1 text-to-video, Chroma and Lumina 2,
+"""training/train.py on the transformer families, SD3/SD3.5, PixArt-α/Σ, Wan 2.1 and 2.2 5B text-to-video, Chroma and
+Lumina 2,
 in the real ComfyUI: random-weight model files that ComfyUI detects as each family
 (tools/make_random_transformer.py), loaded as a checkpoint (SD3.5) or as split files (a diffusion model, text encoders
 and a VAE, as UNETLoader, CLIPLoader and VAELoader take them).
@@ -27,27 +28,45 @@ pytestmark = [
 ]
 # ComfyUI's PixArt cannot run below a 34×34 latent (its position embedding's base size rounds to 0).
 PIXART_RESOLUTION = "320"
-# Wan 2.1's clips: 5 frames (2 latent frames) at 64 px.
+# Wan's clips: 5 frames (2 latent frames) at 64 px.
 WAN_FLAGS = ["--frames", "5"]
+WAN_FAMILIES = ("wan21", "wan22_5b")
+
+
+# Each builder of tools/make_random_transformer.py and a file it writes; and the builders each family's files need
+# (Chroma and Lumina 2 take Flux's VAE, which the sd3 builder writes).
+FIXTURE_FILES = {"sd3": "checkpoints/tiny_sd3.safetensors", "pixart_alpha": "diffusion_models/tiny_pixart_alpha.safetensors",
+                 "pixart_sigma": "diffusion_models/tiny_pixart_sigma.safetensors",
+                 "t5xxl": "text_encoders/t5xxl_fp8_e4m3fn.safetensors",
+                 "wan21": "vae/tiny_wan21_vae.safetensors",  # the VAE: each Wan builder writes it last
+                 "wan22_5b": "vae/tiny_wan22_vae.safetensors",
+                 "umt5xxl": "text_encoders/umt5_xxl_fp8_e4m3fn.safetensors",
+                 "chroma": "diffusion_models/tiny_chroma.safetensors",
+                 "lumina2": "diffusion_models/tiny_lumina2.safetensors",
+                 "gemma2_2b": "text_encoders/gemma_2_2b_fp8_e4m3fn.safetensors"}
+NEEDS = {"sd3": ("sd3", "t5xxl"), "pixart_alpha": ("pixart_alpha", "t5xxl"), "pixart_sigma": ("pixart_sigma", "t5xxl"),
+         "wan21": ("wan21", "umt5xxl"), "wan22_5b": ("wan22_5b", "umt5xxl"), "chroma": ("chroma", "t5xxl", "sd3"),
+         "lumina2": ("lumina2", "gemma2_2b", "sd3")}
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> Path:
-    """The models folder, with each family's files built once (reused from DICE_FIXTURE_MODELS when set)."""
-    folder = Path(os.environ.get("DICE_FIXTURE_MODELS") or tmp_path_factory.mktemp("transformer_models"))
-    wanted = {"sd3": "checkpoints/tiny_sd3.safetensors", "pixart_alpha": "diffusion_models/tiny_pixart_alpha.safetensors",
-              "pixart_sigma": "diffusion_models/tiny_pixart_sigma.safetensors",
-              "t5xxl": "text_encoders/t5xxl_fp8_e4m3fn.safetensors",
-              "wan21": "diffusion_models/tiny_wan21.safetensors", "chroma": "diffusion_models/tiny_chroma.safetensors",
-              "umt5xxl": "text_encoders/umt5_xxl_fp8_e4m3fn.safetensors",
-              "lumina2": "diffusion_models/tiny_lumina2.safetensors",
-              "gemma2_2b": "text_encoders/gemma_2_2b_fp8_e4m3fn.safetensors"}
-    for family, path in wanted.items():
-        if not (folder / path).is_file():
+    """The models folder; each test builds the files it needs once (kept between runs in DICE_FIXTURE_MODELS if set)."""
+    return Path(os.environ.get("DICE_FIXTURE_MODELS") or tmp_path_factory.mktemp("transformer_models"))
+
+
+def need(models: Path, family: str) -> Path:
+    """models, with the family's fixture files built where they are missing."""
+    for builder in NEEDS[family]:
+        if not (models / FIXTURE_FILES[builder]).is_file():
             subprocess.run([comfyui_python(Path(COMFYUI_PATH)), str(PACK_ROOT / "tools" / "make_random_transformer.py"),
-                            "--comfy-root", COMFYUI_PATH, "--family", family, "--models", str(folder)],
+                            "--comfy-root", COMFYUI_PATH, "--family", builder, "--models", str(models)],
                            check=True, capture_output=True, timeout=1800)
-    return folder
+    return models
+
+
+def sd3_checkpoint(models: Path) -> Path:
+    return need(models, "sd3") / "checkpoints" / "tiny_sd3.safetensors"
 
 
 def prompts(folder: Path) -> Path:
@@ -58,13 +77,14 @@ def prompts(folder: Path) -> Path:
 
 
 def split_flags(models: Path, family: str) -> list[str]:
-    """--unet, --clip and --vae for a family's split files."""
-    text = models / "text_encoders"
+    """--unet, --clip and --vae for a family's split files (built if missing)."""
+    text = need(models, family) / "text_encoders"
     if family == "sd3":
         clips = [text / "clip_l.safetensors", text / "clip_g.safetensors", text / "t5xxl_fp8_e4m3fn.safetensors"]
         vae = models / "vae" / "tiny_sd3_vae.safetensors"
-    elif family == "wan21":
-        clips, vae = [text / "umt5_xxl_fp8_e4m3fn.safetensors"], models / "vae" / "tiny_wan21_vae.safetensors"
+    elif family in WAN_FAMILIES:  # UMT5-XXL; Wan 2.2 5B has its own 48-channel VAE
+        vae = models / "vae" / ("tiny_wan21_vae.safetensors" if family == "wan21" else "tiny_wan22_vae.safetensors")
+        clips = [text / "umt5_xxl_fp8_e4m3fn.safetensors"]
     elif family == "chroma":  # Flux's VAE, the layout of SD3's
         clips, vae = [text / "t5xxl_fp8_e4m3fn.safetensors"], models / "vae" / "tiny_sd3_vae.safetensors"
     elif family == "lumina2":  # Gemma 2 2B and Flux's VAE
@@ -110,7 +130,7 @@ def assert_host_checks(figures: dict, batched_cfg: bool) -> None:
 
 
 def test_an_sd35_checkpoint_trains_and_its_sharpener_passes_the_host_checks(models, tmp_path):
-    checkpoint = models / "checkpoints" / "tiny_sd3.safetensors"
+    checkpoint = sd3_checkpoint(models)
     out, figures = train_and_check(tmp_path, ["--ckpt", str(checkpoint)], "64")
     loaded = load_sharpener(out)
     assert loaded.network.config.embed_dim == 4096
@@ -139,7 +159,7 @@ def test_pixart_split_files_train_and_the_sharpener_passes_the_host_checks(model
 
 
 def test_split_files_need_their_text_encoders_and_vae_and_bad_names_are_named(models, tmp_path):
-    unet = str(models / "diffusion_models" / "tiny_pixart_alpha.safetensors")
+    unet = str(need(models, "pixart_alpha") / "diffusion_models" / "tiny_pixart_alpha.safetensors")
     missing = run("training/train.py", "--unet", unet, "--runs", str(tmp_path), timeout=600)
     assert missing.returncode != 0 and "also give its text encoder(s) with --clip" in missing.stderr
     absent = run("training/train.py", "--unet", unet, "--clip", "no_such_t5.safetensors", "--vae", "x.safetensors",
@@ -178,10 +198,13 @@ def assert_adapter_host_checks(figures: dict, adapter) -> None:
     assert figures["strength0_equals_plain"] and figures["strength1_differs"]
     # DICE Negative Prompt patches UNet cross-attention only: on a transformer it says so rather than do nothing.
     assert "has no UNet cross-attention to patch" in figures["negative_node_error"]
+    # Same layer names, another width (Wan 2.1 1.3B's adapter on Wan 2.2 5B): refused naming the model and the family.
+    assert "its layers do not fit this" in figures["other_size_error"]
+    assert f"it was trained for {adapter.info.model_family}" in figures["other_size_error"]
 
 
 def test_an_sd35_checkpoint_trains_an_adapter_that_comfyuis_lora_code_applies_at_one_call_per_step(models, tmp_path):
-    out, figures = train_adapter_and_check(tmp_path, ["--ckpt", str(models / "checkpoints" / "tiny_sd3.safetensors")], "64")
+    out, figures = train_adapter_and_check(tmp_path, ["--ckpt", str(sd3_checkpoint(models))], "64")
     adapter = load_adapter(out)
     assert adapter.info.model_family == "sd3" and adapter.config.layers == "transformer"
     # Both streams of the joint blocks carry it: the image stream's and the context stream's attention.
@@ -198,15 +221,15 @@ def test_pixart_split_files_train_an_adapter_that_comfyuis_lora_code_applies(mod
     assert_adapter_host_checks(figures, adapter)
 
 
-@pytest.mark.parametrize("family", ["wan21", "chroma", "lumina2"])
+@pytest.mark.parametrize("family", ["wan21", "wan22_5b", "chroma", "lumina2"])
 def test_more_families_train_an_adapter_that_comfyuis_lora_code_applies_at_one_call_per_step(models, tmp_path, family):
-    flags = split_flags(models, family) + (WAN_FLAGS if family == "wan21" else [])
+    flags = split_flags(models, family) + (WAN_FLAGS if family in WAN_FAMILIES else [])
     out, figures = train_adapter_and_check(tmp_path, flags, "64")
     adapter = load_adapter(out)
     assert adapter.info.model_family == family and adapter.info.prediction_type == "flow"
     assert figures["family"] == family and not figures["vector_input"]
-    if family == "wan21":  # a clip: 2 latent frames of 16 channels
-        assert figures["latent_shape"] == [16, 2, 8, 8]
+    if family in WAN_FAMILIES:  # a clip: 2 latent frames of 16 channels (Wan 2.2 5B: 48, its VAE compressing 16×)
+        assert figures["latent_shape"] == ([16, 2, 8, 8] if family == "wan21" else [48, 2, 4, 4])
         assert any("cross_attn_k" in n for n in adapter.names) and any("ffn_2" in n for n in adapter.names)
     elif family == "chroma":  # both streams of the double block, and the single block
         assert any("txt_attn_qkv" in n for n in adapter.names) and any("single_blocks_0_linear2" in n for n in adapter.names)
@@ -216,19 +239,19 @@ def test_more_families_train_an_adapter_that_comfyuis_lora_code_applies_at_one_c
     assert_adapter_host_checks(figures, adapter)
 
 
-@pytest.mark.parametrize("family", ["wan21", "chroma", "lumina2"])
+@pytest.mark.parametrize("family", ["wan21", "wan22_5b", "chroma", "lumina2"])
 def test_more_families_train_a_sharpener_that_passes_the_host_checks(models, tmp_path, family):
-    flags = split_flags(models, family) + (WAN_FLAGS if family == "wan21" else [])
+    flags = split_flags(models, family) + (WAN_FLAGS if family in WAN_FAMILIES else [])
     out, figures = train_and_check(tmp_path, flags, "64")
     loaded = load_sharpener(out)
     assert loaded.network.config.embed_dim == (2304 if family == "lumina2" else 4096)
     assert loaded.info.model_family == family
     # UMT5's prompts are all padded to 512 tokens, so Wan batches cond and uncond; Chroma's T5 and Gemma do not pad.
-    assert_host_checks(figures, batched_cfg=family == "wan21")
+    assert_host_checks(figures, batched_cfg=family in WAN_FAMILIES)
 
 
 def test_frames_go_with_a_video_model_only(models, tmp_path):
-    done = run("training/train.py", "--ckpt", str(models / "checkpoints" / "tiny_sd3.safetensors"), "--frames", "17",
+    done = run("training/train.py", "--ckpt", str(sd3_checkpoint(models)), "--frames", "17",
                "--runs", str(tmp_path),
                "--data", str(prompts(tmp_path)), timeout=600)
     assert done.returncode != 0 and "--frames goes with a video model (Wan)" in done.stderr
@@ -240,6 +263,6 @@ def test_frames_go_with_a_video_model_only(models, tmp_path):
 def test_negatives_are_refused_on_a_transformer_by_name(models, tmp_path):
     negatives = tmp_path / "negatives.txt"
     negatives.write_text("blurry\n")
-    done = run("training/train.py", "--ckpt", str(models / "checkpoints" / "tiny_sd3.safetensors"), "--train", "adapter",
+    done = run("training/train.py", "--ckpt", str(sd3_checkpoint(models)), "--train", "adapter",
                "--negatives", str(negatives), "--runs", str(tmp_path), "--data", str(prompts(tmp_path)), timeout=600)
     assert done.returncode != 0 and "--negatives: not for sd3 yet" in done.stderr

@@ -1,5 +1,5 @@
-"""Build random-weight transformer model files that ComfyUI detects as SD3/SD3.5, PixArt-α/Σ, Wan 2.1, Lumina 2,
-AuraFlow or Chroma, with their text encoders, by ComfyUI's own classes, into a models folder laid out as ComfyUI's
+"""Build random-weight transformer model files that ComfyUI detects as SD3/SD3.5, PixArt-α/Σ, Wan 2.1, Wan 2.2 5B,
+Lumina 2, AuraFlow or Chroma, with their text encoders, by ComfyUI's own classes, into a models folder laid out as ComfyUI's
 (diffusion_models/, text_encoders/, vae/, checkpoints/).
 
 sd3: an SD3.5-medium-shaped MMDiT (RMS q/k norm, the MMDiT-X self-attention block on layer 0) of depth 2 (hidden
@@ -15,6 +15,9 @@ text_encoders/umt5_xxl_fp8_e4m3fn.safetensors, with a small sentencepiece tokeni
 its "spiece_model" tensor, where ComfyUI's Wan files keep theirs (the real one is not on this machine).
 wan21: Wan 2.1 text-to-video at the 1.3B model's width (1536, 12 heads, FFN 8960) and depth 2, as
 diffusion_models/tiny_wan21.safetensors, and Wan 2.1's full-size causal 3D VAE as vae/tiny_wan21_vae.safetensors.
+wan22_5b: Wan 2.2 TI2V 5B at its width (3072, 24 heads, FFN 14336, 48 latent channels) and depth 2, as
+diffusion_models/tiny_wan22_5b.safetensors, and Wan 2.2's full-size VAE (16× spatial compression, 48 channels) as
+vae/tiny_wan22_vae.safetensors.
 gemma2_2b: Lumina 2's full-size Gemma 2 2B text encoder (2.6 billion weights, 2.6 GB) in fp8 e4m3fn, its norms in bf16
 (ComfyUI builds the encoder in their dtype), as text_encoders/gemma_2_2b_fp8_e4m3fn.safetensors, with a small
 sentencepiece tokenizer as for umt5xxl.
@@ -70,6 +73,11 @@ def wan21_unet_config(depth: int = 2) -> dict:
     return {"image_model": "wan2.1", "model_type": "t2v", "dim": 1536, "out_dim": 16, "num_heads": 12,
             "ffn_dim": 8960, "num_layers": depth, "patch_size": (1, 2, 2), "freq_dim": 256, "window_size": (-1, -1),
             "qk_norm": True, "cross_attn_norm": True, "eps": 1e-6, "in_dim": 16}
+
+
+def wan22_5b_unet_config(depth: int = 2) -> dict:
+    """Wan 2.2 TI2V 5B as ComfyUI's detection reads it back (48 channels in and out), at `depth` blocks."""
+    return {**wan21_unet_config(depth), "dim": 3072, "num_heads": 24, "ffn_dim": 14336, "in_dim": 48, "out_dim": 48}
 
 
 def chroma_unet_config(depth: int = 1, single: int = 1) -> dict:
@@ -187,22 +195,41 @@ def build_pixart(models: Path, family: str, seed: int) -> None:
 
 
 def build_wan21(models: Path, seed: int) -> None:
-    import torch
     import comfy.supported_models
     from comfy.ldm.wan.vae import WanVAE
 
+    # The VAE layout comfy.sd.VAE builds for a Wan 2.1 VAE file (it tells it by decoder.middle.0.residual.0.gamma).
+    build_wan(models, seed, "wan21", comfy.supported_models.WAN21_T2V, wan21_unet_config(), WanVAE(dim=96, z_dim=16, **WAN_VAE))
+
+
+def build_wan22_5b(models: Path, seed: int) -> None:
+    import comfy.supported_models
+    from comfy.ldm.wan.vae2_2 import WanVAE
+
+    # Wan 2.2's VAE layout (comfy.sd.VAE also finds decoder.upsamples.0.upsamples.0.residual in it).
+    build_wan(models, seed, "wan22_5b", comfy.supported_models.WAN22_T2V, wan22_5b_unet_config(),
+              WanVAE(dim=160, z_dim=48, **WAN_VAE), vae_name="wan22")
+
+
+WAN_VAE = {"dim_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_scales": [], "temperal_downsample": [False, True, True],
+           "dropout": 0.0}
+
+
+def build_wan(models: Path, seed: int, name: str, config_class, unet_config: dict, vae, vae_name: str = "") -> None:
+    """A Wan diffusion model as diffusion_models/tiny_<name>, then its VAE (random, RMS norms at scale 1) as
+    vae/tiny_<vae_name or name>_vae, written last."""
+    import torch
+
     torch.manual_seed(seed)
-    _, model = diffusion_model(comfy.supported_models.WAN21_T2V, wan21_unet_config())
-    save(model.diffusion_model.state_dict(), models / "diffusion_models" / "tiny_wan21.safetensors")
-    # The layout comfy.sd.VAE builds for a Wan 2.1 VAE file (it tells it by decoder.middle.0.residual.0.gamma).
-    vae = WanVAE(dim=96, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
-                 temperal_downsample=[False, True, True], dropout=0.0)
+    _, model = diffusion_model(config_class, unet_config)
+    save(model.diffusion_model.state_dict(), models / "diffusion_models" / f"tiny_{name}.safetensors")
     randomise(vae)
     with torch.no_grad():
-        for name, parameter in vae.named_parameters():
-            if name.endswith("gamma"):  # its RMS norms' scale
+        for key, parameter in vae.named_parameters():
+            if key.endswith("gamma"):  # its RMS norms' scale
                 parameter.fill_(1.0)
-    save({k: v.to(torch.float16) for k, v in vae.state_dict().items()}, models / "vae" / "tiny_wan21_vae.safetensors")
+    save({k: v.to(torch.float16) for k, v in vae.state_dict().items()},
+         models / "vae" / f"tiny_{vae_name or name}_vae.safetensors")
 
 
 def build_chroma(models: Path, seed: int) -> None:
@@ -299,7 +326,7 @@ def build_gemma2_2b(models: Path, seed: int) -> None:
          metadata={"dice.fixture": "random-weight gemma 2 2b encoder"})
 
 
-BUILDERS = {"sd3": build_sd3, "wan21": build_wan21, "chroma": build_chroma, "gemma2_2b": build_gemma2_2b,
+BUILDERS = {"sd3": build_sd3, "wan21": build_wan21, "wan22_5b": build_wan22_5b, "chroma": build_chroma, "gemma2_2b": build_gemma2_2b,
             "lumina2": build_lumina2, "auraflow": build_auraflow}
 FAMILIES = ("pixart_alpha", "pixart_sigma", *T5_ENCODERS, *BUILDERS)
 

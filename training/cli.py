@@ -76,6 +76,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--anchor-share", type=float, default=None, help="with --guidance-range: the share of samples "
                    "trained at --guidance itself (the knob's strength 1), the rest drawn uniformly over the range "
                    f"(default {DEFAULT_ANCHOR_SHARE}; 0: all uniform, as before 2026-12-03)")
+    p.add_argument("--extra-anchor", metavar="SCALE,SHARE", help="with --guidance-range: a second CFG scale given its "
+                   "own share of the samples, taken from the uniform part (e.g. 8,0.2; default none)")
     p.add_argument("--nag", metavar="SCALE,TAU,ALPHA", help="with --negatives and an adapter: the negative prompt "
                    "reaches the student's one call through Normalized Attention Guidance with these settings, and the "
                    "adapter learns CFG with that negative (its file records them, and the hosts apply the same NAG)")
@@ -86,8 +88,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--negatives", help="a text file of negative prompts, one a line, used in place of the empty prompt")
     p.add_argument("--clip-skip", type=int, default=1, help="as in ComfyUI's CLIP Set Last Layer (2 = skip one)")
     p.add_argument("--resolution", type=int, default=None, help="training image size for --ckpt or --unet, a multiple "
-                   "of 8 (default: the family's own, 512 for SD1.x and SD2 eps, 768 for SD2 v, 1024 for SDXL and SD3, "
-                   "PixArt's from its position embedding, 480 for Wan 2.1)")
+                   "of the VAE's compression (8; 16 for Wan 2.2 5B) (default: the family's own, 512 for SD1.x and SD2 "
+                   "eps, 768 for SD2 v, 1024 for SDXL and SD3, PixArt's from its position embedding, 480 for Wan 2.1, "
+                   "704 for Wan 2.2 5B)")
     p.add_argument("--frames", type=int, default=None, help="video families (Wan): frames in a training clip, 1 + a "
                    "multiple of 4 (default 17, 5 latent frames)")
     p.add_argument("--save-every", type=int, default=None)
@@ -213,6 +216,7 @@ def main(argv: list[str] | None = None) -> dict:
         adapter_layers=args.adapter_layers, guidance_min=scales[0], guidance_max=scales[1], negative_share=negative_share,
         nag=nag, knob_exponent=DEFAULT_KNOB_EXPONENT if args.knob_exponent is None else args.knob_exponent,
         anchor_share=(DEFAULT_ANCHOR_SHARE if args.anchor_share is None else args.anchor_share) if scales[1] else 0.0,
+        extra_anchor=parse_extra_anchor(args, scales),
         init_adapter=check_init_adapter(args, scales),
         inputs=args.inputs or ("forward" if args.train == "sharpener" else "cfg-runs"), micro_batch=args.micro_batch, checkpointing=args.checkpointing,
         default_steps=defaults["steps"], default_batch=defaults["batch"])
@@ -289,16 +293,35 @@ def parse_nag(args: argparse.Namespace, negatives: list[str]) -> tuple[float, ..
     return settings.scale, settings.tau, settings.alpha
 
 
+def parse_extra_anchor(args: argparse.Namespace, scales: tuple[float, float]) -> tuple[float, float]:
+    """--extra-anchor SCALE,SHARE as numbers, (0, 0) without it; refused where the shares or the scale do not fit."""
+    if not args.extra_anchor:
+        return 0.0, 0.0
+    try:
+        scale, share = (float(v) for v in args.extra_anchor.split(","))
+    except ValueError:
+        raise SystemExit(f"--extra-anchor {args.extra_anchor}: give a CFG scale and its share of the samples as "
+                         "SCALE,SHARE, e.g. 8,0.2") from None
+    anchor_share = DEFAULT_ANCHOR_SHARE if args.anchor_share is None else args.anchor_share
+    if not (scales[0] <= scale <= scales[1] and scale != args.guidance):
+        raise SystemExit(f"--extra-anchor {args.extra_anchor}: its scale must lie in --guidance-range "
+                         f"{args.guidance_range} and differ from --guidance {args.guidance:g}")
+    if not (0 < share and anchor_share + share < 1):
+        raise SystemExit(f"--extra-anchor {args.extra_anchor}: its share must be above 0, and with --anchor-share "
+                         f"{anchor_share:g} below 1 together")
+    return scale, share
+
+
 def parse_guidance_range(args: argparse.Namespace) -> tuple[float, float]:
     """--guidance-range LOW,HIGH as numbers (default for an adapter: DEFAULT_RANGE), (0, 0) for none; refused where
     it cannot mean anything."""
     knob_flags = {"--guidance-range": args.guidance_range, "--knob-exponent": args.knob_exponent,
-                  "--anchor-share": args.anchor_share}
+                  "--anchor-share": args.anchor_share, "--extra-anchor": args.extra_anchor}
     if args.train == "sharpener" and any(v is not None for v in knob_flags.values()):
         flag = next(name for name, v in knob_flags.items() if v is not None)
         raise SystemExit(f"{flag} trains the adapter's cfg knob: add --train adapter (or both)")
     if args.train == "sharpener" or (args.guidance_range or DEFAULT_RANGE).strip().lower() == "none":
-        for flag in ("--knob-exponent", "--anchor-share"):
+        for flag in ("--knob-exponent", "--anchor-share", "--extra-anchor"):
             if knob_flags[flag] is not None:
                 raise SystemExit(f"{flag} goes with a --guidance-range (this run trains one scale, --guidance)")
         return 0.0, 0.0

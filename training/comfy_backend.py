@@ -405,8 +405,10 @@ def comfy_run(args):
         raise SystemExit(str(error)) from None
     prediction = PREDICTION.get(getattr(loaded.patcher.model.model_type, "name", ""), "eps")
     resolution = args.resolution or native_resolution(loaded, family, prediction)
-    if resolution % 8:
-        raise SystemExit(f"--resolution {resolution}: must be a multiple of 8")
+    compression = int(loaded.vae.spacial_compression_encode())  # 8, or 16 for Wan 2.2 5B's VAE
+    if resolution % compression:
+        raise SystemExit(f"--resolution {resolution}: must be a multiple of {compression}, the VAE's compression "
+                         f"for {family}")
     frames = None
     if family in VIDEO_FAMILIES:
         frames = args.frames or DEFAULT_FRAMES

@@ -62,6 +62,7 @@ class TrainConfig:
     guidance_max: float = 0.0  # 0, 0: every sample at guidance
     knob_exponent: float = 1.0  # the knob's map: strength = ((w − 1) / (guidance − 1)) ** knob_exponent
     anchor_share: float = 0.0  # with a range: the share of samples drawn at guidance itself, the rest uniform
+    extra_anchor: tuple[float, float] = (0.0, 0.0)  # with a range: (scale, share) of samples also drawn at another scale
     init_adapter: str = ""  # an adapter file the new adapter starts from (else LoRA's zero start)
     negative_share: float = 1.0  # with negatives: the share of samples whose reference is one (the rest: empty prompt)
     nag: tuple[float, ...] = ()  # with negatives and an adapter: NAG's (scale, tau, alpha), through which the negative reaches the call
@@ -72,6 +73,11 @@ class TrainConfig:
 def guidance_range(config: TrainConfig) -> tuple[float, float] | None:
     """The range of CFG scales the run draws from, or None for a run at config.guidance alone."""
     return (config.guidance_min, config.guidance_max) if config.guidance_max > config.guidance_min else None
+
+
+def guidance_anchors(config: TrainConfig) -> tuple[tuple[float, float], ...]:
+    """The (scale, share) pairs drawn apart from the range's uniform draws: guidance itself, then any extra anchor."""
+    return (config.guidance, config.anchor_share), tuple(config.extra_anchor)
 
 
 @dataclass
@@ -188,6 +194,7 @@ def check_resumable(state: dict, config: TrainConfig, resume: Path) -> None:
                                 range_flag(config.guidance_min, config.guidance_max)),
              "knob-exponent": (saved.get("knob_exponent", 1.0), config.knob_exponent),
              "anchor-share": (saved.get("anchor_share", 0.0), config.anchor_share),
+             "extra-anchor": (anchor_flag(saved.get("extra_anchor", (0.0, 0.0))), anchor_flag(config.extra_anchor)),
              "nag": (",".join(f"{v:g}" for v in saved.get("nag", ())) or "none", ",".join(f"{v:g}" for v in config.nag) or "none")}
     if config.train != "adapter":
         asked["attention"] = (saved.get("attention_context", "reference"), config.attention_context)
@@ -198,6 +205,11 @@ def check_resumable(state: dict, config: TrainConfig, resume: Path) -> None:
         if was != now:
             raise SystemExit(f"--resume: {resume} was trained with --{flag} {was}, this run asks for --{flag} {now}; "
                              f"pass --{flag} {was}")
+
+
+def anchor_flag(anchor) -> str:
+    """--extra-anchor as typed ("8,0.2"), or "none"."""
+    return f"{anchor[0]:g},{anchor[1]:g}" if anchor[1] > 0 else "none"
 
 
 def range_flag(low: float, high: float) -> str:
@@ -246,7 +258,7 @@ def train(config: TrainConfig, backend: DiffusionBackend, info: RunInfo, run_dir
     generator = torch.Generator().manual_seed(config.seed + 1000 * dist.rank)
     scales = guidance_range(config)
     runs = TrajectoryStates(backend, config.guidance, config.negatives, scales, config.negative_share,
-                            config.anchor_share) \
+                            guidance_anchors(config)) \
         if config.inputs == "cfg-runs" else None
 
     def draw(count: int, source: torch.Generator) -> dict:
@@ -254,7 +266,7 @@ def train(config: TrainConfig, backend: DiffusionBackend, info: RunInfo, run_dir
         if runs is not None:
             return runs.draw(count, source, dist.device)
         return make_batch(backend, count, source, config.negatives, dist.device, scales, config.negative_share,
-                          (config.guidance, config.anchor_share))
+                          guidance_anchors(config))
 
     start = 0
     if resume is not None:

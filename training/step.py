@@ -26,15 +26,19 @@ def per_sample(w: torch.Tensor, ndim: int) -> torch.Tensor:
 
 
 def draw_guidance(count: int, generator: torch.Generator, guidance_range: tuple[float, float] | None,
-                  anchor: tuple[float, float] = (0.0, 0.0)) -> dict:
-    """{"w": one CFG scale per sample, uniform over guidance_range except a share anchor[1] of samples at the scale
-    anchor[0]}, or nothing for a run at one scale."""
+                  anchors: tuple[tuple[float, float], ...] = ()) -> dict:
+    """{"w": one CFG scale per sample, uniform over guidance_range except, for each (scale, share) of anchors, that
+    share of the samples at that scale}, or nothing for a run at one scale."""
     if guidance_range is None:
         return {}
     low, high = guidance_range
     w = low + (high - low) * torch.rand(count, generator=generator)
-    if anchor[1] > 0:
-        w = torch.where(torch.rand(count, generator=generator) < anchor[1], torch.full_like(w, anchor[0]), w)
+    anchors = tuple((scale, share) for scale, share in anchors if share > 0)
+    if anchors:  # one draw for all anchors, so a run with one anchor draws what it drew before the second existed
+        pick, below = torch.rand(count, generator=generator), 0.0
+        for scale, share in anchors:
+            w = torch.where((pick >= below) & (pick < below + share), torch.full_like(w, scale), w)
+            below += share
     return {"w": w}
 
 
@@ -64,7 +68,7 @@ def negative_marks(references: list[str], negatives: list[str]) -> dict:
 
 def make_batch(backend: DiffusionBackend, count: int, generator: torch.Generator, negatives: list[str],
                device: torch.device, guidance_range: tuple[float, float] | None = None,
-               negative_share: float = 1.0, anchor: tuple[float, float] = (0.0, 0.0)) -> dict:
+               negative_share: float = 1.0, anchors: tuple[tuple[float, float], ...] = ()) -> dict:
     x0, prompts = backend.sample_training_latents(count, generator)
     rng = random.Random(int(torch.randint(0, 2 ** 31 - 1, (1,), generator=generator)))
     references = reference_prompts(count, negatives, rng, negative_share)
@@ -73,7 +77,7 @@ def make_batch(backend: DiffusionBackend, count: int, generator: torch.Generator
     batch = {"x": backend.noised(x0, noise.to(x0.device), sigma), "sigma": sigma,
              "c": backend.encode_prompts(prompts), "c_ref": backend.encode_prompts(references),
              "y": backend.encode_vectors(prompts), "y_ref": backend.encode_vectors(references),
-             **draw_guidance(count, generator, guidance_range, anchor), **negative_marks(references, negatives)}
+             **draw_guidance(count, generator, guidance_range, anchors), **negative_marks(references, negatives)}
     return {k: v.to(device) for k, v in batch.items() if v is not None}
 
 

@@ -23,9 +23,9 @@ class TrajectoryStates:
 
     def __init__(self, backend: DiffusionBackend, guidance: float, negatives: list[str],
                  guidance_range: tuple[float, float] | None = None, negative_share: float = 1.0,
-                 anchor_share: float = 0.0) -> None:
+                 anchors: tuple[tuple[float, float], ...] = ()) -> None:
         self.backend, self.guidance, self.negatives = backend, guidance, negatives
-        self.anchor = (guidance, anchor_share)
+        self.anchors = anchors
         self.guidance_range, self.negative_share = guidance_range, negative_share
         self.states: list[tuple[torch.Tensor, torch.Tensor, str, str, torch.Tensor]] = []
         self.runs = 0
@@ -42,7 +42,7 @@ class TrajectoryStates:
         seeds = torch.randint(0, 2 ** 31 - 1, (count,), generator=generator).tolist()
         c, c_ref = self.backend.encode_prompts(prompts), self.backend.encode_prompts(references)
         y, y_ref = self.backend.encode_vectors(prompts), self.backend.encode_vectors(references)
-        w = draw_guidance(count, generator, self.guidance_range, self.anchor).get("w", torch.full((count,), float(self.guidance)))
+        w = draw_guidance(count, generator, self.guidance_range, self.anchors).get("w", torch.full((count,), float(self.guidance)))
         x = initial_noise(seeds, tuple(self.backend.latent_shape)).to(c.device) * sigmas[0]
         scale = per_sample(w.to(c.device), x.ndim) if self.guidance_range else self.guidance
         cfg = guided(self.backend.predict_noise, c, c_ref, scale, y, y_ref, self.backend.join_contexts)

@@ -137,6 +137,7 @@ def adapter_report(backend, batch, unguided, positive, negative, path, ksampler_
         report["negative_node_error"] = None
     except ConditioningError as error:
         report["negative_node_error"] = str(error)
+    report["other_size_error"] = other_size_error(backend, path)
     if not sampling:
         return report
     batches: list[int] = []
@@ -155,6 +156,29 @@ def adapter_report(backend, batch, unguided, positive, negative, path, ksampler_
               for m in (zero, backend.patcher, adapted)]
     return {**report, "adapter_cases": cases, "strength0_equals_plain": bool(torch.equal(images[0], images[1])),
             "strength1_differs": not torch.equal(images[2], images[1])}
+
+
+def other_size_error(backend, path) -> str | None:
+    """The node's message for an adapter with this one's layer names but another width in its first layer (as one made
+    for another model of the same layout: Wan 2.1 1.3B on Wan 2.2 5B), or None if it loaded."""
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from dice_pack.nodes.adapter_loader import LoadDICEAdapter
+    from dice_pack.sharpeners.adapter_file import AdapterFileError
+
+    with safe_open(str(path), "pt") as file:
+        tensors, metadata = {k: file.get_tensor(k) for k in file.keys()}, file.metadata()
+    down = sorted(k for k in tensors if k.endswith(".lora_down.weight"))[0]
+    tensors[down] = torch.cat([tensors[down], tensors[down][:, :1]], dim=1)  # one more input feature
+    other = path.with_name("other_size.safetensors")
+    save_file(tensors, str(other), metadata=metadata)
+    try:
+        LoadDICEAdapter().load(backend.patcher, other.name, 1.0, 5.0)
+        return None
+    except AdapterFileError as error:
+        return str(error)
 
 
 def sampling_report(backend, positive, negative, sharpener, nodes) -> dict:
