@@ -129,9 +129,8 @@ def model_family(loaded: LoadedModel, flag: str) -> str:
                          "CFG (its guidance is an input), so there is no CFG for a sharpener to learn")
     if kind not in SUPPORTED:
         raise SystemExit(f"{where}: a {kind} model; this trainer supports SD1.x, SD2.x, SDXL, SD3/SD3.5, "
-                         f"PixArt-α/Σ, Wan 2.1 text-to-video (and Wan 2.2 14B, which loads as it), Wan 2.2 5B, Chroma and "
-                         f"Lumina 2 "
-                         f"({', '.join(SUPPORTED)}), the families a host test shows it on")
+                         f"PixArt-α/Σ, Wan 2.1 text-to-video (and Wan 2.2 14B, which loads as it), Wan 2.2 5B, Chroma "
+                         f"and Lumina 2 ({', '.join(SUPPORTED)}), the families a host test shows it on")
     # ComfyUI's inpaint_model() asks for more than 4 input channels, which SD3's 16-channel latent has anyway.
     channels = config.unet_config.get("in_channels", config.unet_config.get("in_dim", 0)) // PATCHED_INPUT.get(kind, 1)
     if channels > config.latent_format.latent_channels:
