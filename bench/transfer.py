@@ -6,10 +6,12 @@
 For each model (base; finetune, merge and base+style from `python -m training.testbed.community`): unguided sampling
 (20 steps), CFG at w = 5 (20 steps, 40 calls; and 10 steps, 20 calls), the base's adapter (adapter_base, 20 calls, at
 the strength its knob gives for w = 5) and, where a file is given or found, an adapter trained on that model
-(adapter_own; `train.py --testbed <model> --train adapter`), and the base's adapter fine-tuned on that model
-(adapter_base_tuned; the same with `--init-adapter` and fewer steps). Alignment, FD against real pictures in the model's own
-style, and the style score (how often an open background comes out white; null on the base, which has no style).
-All DPM-Solver++(2M). Prints a table, the bar's verdicts and, on its last line, one JSON object.
+(adapter_own; `train.py --testbed <model> --train adapter`), the base's adapter fine-tuned on that model
+(adapter_base_tuned; the same with `--init-adapter` and fewer steps), and an adapter trained on a mix of the variants
+(adapter_mix, `--mix FILE`; `train.py --testbed base,finetune --train adapter`; the verdicts say which models it saw).
+Alignment, FD against real pictures in the model's own style, and the style score (how often an open background comes
+out white; null on the base, which has no style). All DPM-Solver++(2M). Prints a table, the bar's verdicts and, on its
+last line, one JSON object.
 """
 from __future__ import annotations
 
@@ -37,6 +39,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--tuned", action="append", default=[], metavar="MODEL=FILE", help="the base's adapter fine-tuned "
                         "on MODEL (train.py --testbed MODEL --train adapter --init-adapter <base's> --steps N; "
                         "repeatable), its rows adapter_base_tuned")
+    parser.add_argument("--mix", help="an adapter trained on a mix of the variants (train.py --testbed base,finetune "
+                        "--train adapter), its rows adapter_mix on every model")
     parser.add_argument("--models", default=",".join(MODELS), help="models to score, comma-separated")
     options = parser.parse_args()
     options.models = [m for m in options.models.split(",") if m]
@@ -45,6 +49,8 @@ def parse_args() -> argparse.Namespace:
             parser.error(f"--models: unknown model {model!r}; one of {', '.join(MODELS)}")
     if not Path(options.adapter).exists():
         parser.error(f"--adapter {options.adapter}: no such file; run bash scripts/run.sh first")
+    if options.mix and not Path(options.mix).exists():
+        parser.error(f"--mix {options.mix}: no such file")
     own, options.tuned = model_files(parser, "--own", options.own), model_files(parser, "--tuned", options.tuned)
     for model in MODELS:
         found = PACK_ROOT / "outputs" / f"testbed_{model.replace('+', '_')}_adapter.safetensors"
@@ -89,20 +95,31 @@ class StyledScorer(Scorer):
         return {**figures, "style": None if style is None else round(style, 1)}
 
 
-def verdicts(rows: list[dict]) -> list[str]:
+def mixed_models(path: str) -> list[str]:
+    """The models a mix adapter was trained on, from the name train.py gives it (dice-testbed-mix-base-finetune)."""
+    from dice_pack.sharpeners.adapter_file import load_adapter
+
+    name = load_adapter(path).info.base_checkpoint
+    if not name.startswith("dice-testbed-mix-"):
+        raise SystemExit(f"--mix {path}: was trained on {name}, not on a mix of the testbed's variants")
+    return [{"style": "base+style"}.get(part, part) for part in name[len("dice-testbed-mix-"):].split("-")]
+
+
+def verdicts(rows: list[dict], mixed: list[str] = ()) -> list[str]:
     """The issue's bar: the base's adapter on each variant closes 85 % of that model's CFG gain at 20 calls with FD no
     worse than its CFG at 10 steps; with the style LoRA its style score is 90 % of CFG's at least."""
     table = {(r["model"], r["method"], r["steps"]): r for r in rows}
     lines = []
     for model in dict.fromkeys(r["model"] for r in rows):
-        for method in ("adapter_base", "adapter_own", "adapter_base_tuned"):
+        for method in ("adapter_base", "adapter_own", "adapter_base_tuned", "adapter_mix"):
             ours = table.get((model, method, 20))
             unguided, cfg, half = (table.get((model, m, s)) for m, s in (("unguided", 20), ("cfg", 20), ("cfg", 10)))
             if not (ours and unguided and cfg and half):
                 continue
             closed = closure(ours["alignment"], unguided["alignment"], cfg["alignment"])
             met = closed >= 0.85 and ours["fd"] <= half["fd"]
-            line = (f"{model}, {method}: {closed:.0%} of CFG's alignment gain ({unguided['alignment']:.1f} → "
+            seen = f" ({'seen' if model in mixed else 'not seen'} in its training)" if method == "adapter_mix" else ""
+            line = (f"{model}, {method}{seen}: {closed:.0%} of CFG's alignment gain ({unguided['alignment']:.1f} → "
                     f"{cfg['alignment']:.1f}; {ours['alignment']:.1f}), FD {ours['fd']:.1f} vs CFG-10 {half['fd']:.1f}")
             if ours["style"] is not None and cfg["style"]:
                 kept = ours["style"] / cfg["style"]
@@ -119,6 +136,7 @@ def main() -> None:
 
     from controls import Adapted
 
+    mixed = mixed_models(options.mix) if options.mix else []
     rows = []
     for model in options.models:
         testbed = load_variant(model)
@@ -137,7 +155,7 @@ def main() -> None:
         for steps in (20, 10):
             measure("cfg", steps, 2 * steps, lambda: testbed.generate(context, seeds, steps=steps, cfg_scale=GUIDANCE))
         for method, path in (("adapter_base", options.adapter), ("adapter_own", options.own.get(model)),
-                             ("adapter_base_tuned", options.tuned.get(model))):
+                             ("adapter_base_tuned", options.tuned.get(model)), ("adapter_mix", options.mix)):
             if path is None:
                 continue
             adapted = Adapted(testbed, path)
@@ -152,7 +170,7 @@ def main() -> None:
         style = "" if r["style"] is None else f"{r['style']:.1f}"
         print(f"{r['model']:<11}{r['method']:<19}{r['steps']:>6}{r['calls']:>6}{r['alignment']:>13.1f}{r['fd']:>9.1f}"
               f"{style:>9}")
-    print("\n" + "\n".join(verdicts(rows)))
+    print("\n" + "\n".join(verdicts(rows, mixed)))
     print(json.dumps({"prompt_seed": options.prompt_seed, "prompts": options.prompts,
                       "rows": [{k: r[k] for k in ("model", "method", "steps", "calls", "alignment", "fd", "style")}
                                for r in rows]}))

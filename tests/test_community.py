@@ -1,6 +1,9 @@
 """The testbed's community variants (fine-tune, merge, style LoRA) and what transfer needs of them: a LoRA merged
 into the weights gives what its hooks give, ModelMergeSimple's ratio, the style and its score, loading by name."""
 import collections
+import copy
+import hashlib
+import re
 
 import pytest
 import torch
@@ -85,3 +88,51 @@ def test_an_adapter_trains_on_a_variant_and_names_it(tmp_path):
     for name, same in (("finetune", True), ("base", False)):
         unet = community.load_variant(name).unet
         assert same_weights(info.base_fingerprint, lambda path: unet.get_submodule(path).weight) is same, name
+
+
+@pytest.mark.skipif(not BUILT, reason="the community variants are not built (python -m training.testbed.community)")
+def test_a_mix_puts_each_steps_variant_in_place_under_the_adapters_hooks():
+    mix = community.VariantMix(["base", "finetune", "base+style"])
+    x, t, c = torch.randn(2, 4, 8, 8), torch.tensor([100, 700]), mix.encode_prompts(["a blue square", ""])
+    lora = GuidanceAdapter.for_layers(mix.unet, mix.adapter_layers("transformer"), AdapterConfig(rank=4, alpha=4.0))
+    with torch.no_grad():
+        for layer in lora.layers.values():
+            layer.up.normal_()
+    same_lora = copy.deepcopy(lora)
+    lora.attach(mix.unet)  # attached once, as in training: the swaps must keep its hooks working
+    for step, name in ((1, "finetune"), (2, "base+style"), (3, "base"), (4, "finetune")):
+        mix.at_step(step)
+        variant = community.load_variant(name).unet
+        same_lora.attach(variant)
+        assert torch.allclose(mix.unet(x, t, c), variant(x, t, c), atol=1e-5), (step, name)
+        same_lora.detach()
+        lora.detach()
+        assert torch.allclose(mix.unet(x, t, c), variant(x, t, c), atol=1e-6), (step, name)
+        lora.attach(mix.unet)
+
+
+@pytest.mark.skipif(not BUILT, reason="the community variants are not built (python -m training.testbed.community)")
+def test_an_adapter_trains_on_a_mix_of_variants_step_by_step_and_names_the_mix(tmp_path, monkeypatch):
+    steps = []
+    at_step = community.VariantMix.at_step
+    monkeypatch.setattr(community.VariantMix, "at_step", lambda self, step: (steps.append(step), at_step(self, step)))
+    out = tmp_path / "family.safetensors"
+    main(["--testbed", "base,finetune", "--train", "adapter", "--steps", "3", "--batch", "2", "--runs", str(tmp_path),
+          "--sample-every", "0", "--threads", "2", "--out", str(out)])
+    assert steps == [0, 1, 2, 0]  # each training step, then the first model again for the held-out distance
+    info = load_adapter(out).info
+    assert info.base_checkpoint == "dice-testbed-mix-base-finetune"
+    digests = " ".join(file_sha256(community.variant_weights(name)) for name in ("base", "finetune"))
+    assert info.base_checkpoint_sha256 == hashlib.sha256(digests.encode()).hexdigest()
+
+
+@pytest.mark.parametrize("value, message", [
+    ("dit,finetune", "'dit,finetune': a mix names two or more different variants of the UNet testbed, from base, "
+                     "finetune, merge, base\\+style \\(not 'dit'\\)"),
+    ("finetune,finetune", "'finetune,finetune': a mix names two or more different variants"),
+    ("remix", "'remix' is not a testbed: one of unet, dit, finetune, merge, base\\+style, or a mix"),
+])
+def test_a_testbed_mix_that_cannot_be_made_is_refused_by_name(value, message, capsys):
+    with pytest.raises(SystemExit):
+        main(["--testbed", value, "--train", "adapter"])
+    assert re.search(message, capsys.readouterr().err)

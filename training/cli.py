@@ -30,15 +30,35 @@ TESTBED_SAMPLE_PROMPTS = [
 ]
 
 
+TESTBEDS = ("unet", "dit", "finetune", "merge", "base+style")
+MIXABLE = ("base", "finetune", "merge", "base+style")  # the UNet's variants, one layout
+
+
+def testbed_choice(text: str) -> str:
+    """--testbed's value: one testbed, or two or more of the UNet's variants separated by commas."""
+    names = text.split(",")
+    if len(names) == 1:
+        if text not in TESTBEDS:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a testbed: one of {', '.join(TESTBEDS)}, or a mix of "
+                                             f"{', '.join(MIXABLE)} separated by commas")
+        return text
+    wrong = [name for name in names if name not in MIXABLE]
+    if wrong or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"{text!r}: a mix names two or more different variants of the UNet testbed, "
+                                         f"from {', '.join(MIXABLE)}" + (f" (not {', '.join(map(repr, wrong))})" if wrong else ""))
+    return text
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python training/train.py",
         description="Distil a DICE sharpener: CFG's effect in the text conditioning, for one UNet call per step.")
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--testbed", nargs="?", const="unet", choices=["unet", "dit", "finetune", "merge", "base+style"],
+    source.add_argument("--testbed", nargs="?", const="unet", type=testbed_choice,
                         help="train on an offline testbed model shipped with the pack: the UNet (the default), the "
-                        "flow-matching transformer (dit), or one of the UNet's community variants (finetune, merge, "
-                        "base+style; python -m training.testbed.community makes them)")
+                        "flow-matching transformer (dit), one of the UNet's community variants (finetune, merge, "
+                        "base+style; python -m training.testbed.community makes them), or a mix of them named with "
+                        "commas (base,finetune: each step trains on the next of them, one adapter for the family)")
     source.add_argument("--ckpt", help="a checkpoint: a name in ComfyUI's models/checkpoints or a path")
     source.add_argument("--unet", help="a diffusion model file alone (SD3.5, PixArt and most transformers ship so): a "
                         "name in ComfyUI's models/diffusion_models or a path, with --clip and --vae")
@@ -144,6 +164,8 @@ def testbed_run(args: argparse.Namespace):
     from .testbed.community import load_variant, variant_weights
     from .testbed.model import DENOISER_FILES, DENOISERS, Testbed
 
+    if "," in args.testbed:
+        return mix_run(args)
     variant = args.testbed not in DENOISERS
     backend = load_variant(args.testbed) if variant else Testbed.load(DENOISERS[args.testbed])
     if PRECISIONS[args.mixed_precision] is not None:
@@ -153,6 +175,24 @@ def testbed_run(args: argparse.Namespace):
     info = RunInfo(model_family="testbed-minilm", base_checkpoint="dice-" + name.replace("_", "-"),
                    base_checkpoint_sha256=file_sha256(variant_weights(args.testbed) if variant else DENOISER_FILES[args.testbed]),
                    prediction_type="flow" if dit else "eps")
+    return backend, info, name, TESTBED_SAMPLE_PROMPTS
+
+
+def mix_run(args: argparse.Namespace):
+    """The testbed's variants named in --testbed, one after another step by step; the file names them all, and its
+    sha256 is of their files' sha256s in that order."""
+    import hashlib
+
+    from .testbed.community import VariantMix, variant_weights
+
+    names = args.testbed.split(",")
+    backend = VariantMix(names)
+    if PRECISIONS[args.mixed_precision] is not None:
+        backend.set_precision(PRECISIONS[args.mixed_precision])
+    name = "testbed_mix_" + "_".join(n.replace("base+", "") for n in names)
+    digests = " ".join(file_sha256(variant_weights(n)) for n in names)
+    info = RunInfo(model_family="testbed-minilm", base_checkpoint="dice-" + name.replace("_", "-"),
+                   base_checkpoint_sha256=hashlib.sha256(digests.encode()).hexdigest(), prediction_type="eps")
     return backend, info, name, TESTBED_SAMPLE_PROMPTS
 
 

@@ -320,8 +320,11 @@ def train(config: TrainConfig, backend: DiffusionBackend, info: RunInfo, run_dir
         log(f"held-out distance to CFG: unguided {before['unguided_to_cfg']:.4f}, student {before['sharpened_to_cfg']:.4f}")
     progress = Progress(config.steps, "train", "steps", start=start) if dist.is_main else None
     training_seconds, samples_seen = 0.0, 0
+    # A mix of models (the testbed's variants) puts each step's model in place; other backends are one model.
+    at_step = getattr(backend, "at_step", lambda step: None)
     for step in range(start, config.steps):
         begun = time.time()
+        at_step(step)
         batch = draw(config.batch, generator)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(config, step)
@@ -343,6 +346,7 @@ def train(config: TrainConfig, backend: DiffusionBackend, info: RunInfo, run_dir
                          sample_grid(backend, student, config.sample_prompts, config.sample_steps, config.guidance,
                                      plan.micro_batch))
     seconds = training_seconds
+    at_step(0)  # the held-out distances before and after on the same model
     after = held_out_distances(backend, student, held_out, config.guidance, plan.micro_batch)
     summary = {"steps": config.steps, "resumed_at": start, "world_size": dist.world_size,
                "samples_per_second": dist.mean(samples_seen / max(seconds, 1e-9)) * dist.world_size,

@@ -80,6 +80,27 @@ def load_variant(name: str, root: Path = COMMUNITY) -> Testbed:
     return testbed
 
 
+class VariantMix:
+    """Several UNet variants as one training model, for an adapter meant for the whole family: training step k runs
+    on variant k mod n (their layouts are the same, so one adapter fits all), so a resumed run sees what an
+    uninterrupted one would. Everything but the UNet's weights is the first variant's (the variants share it)."""
+
+    def __init__(self, names: list[str], root: Path = COMMUNITY) -> None:
+        models = [load_variant(name, root) for name in names]
+        self.names, self.testbed, self.current = list(names), models[0], 0
+        self.weights = [{k: v.detach().clone() for k, v in model.unet.state_dict().items()} for model in models]
+
+    def __getattr__(self, name: str):
+        return getattr(self.testbed, name)
+
+    def at_step(self, step: int) -> None:
+        """Put the variant of training step step into the UNet, in place (the adapter's hooks stay on its layers)."""
+        index = step % len(self.names)
+        if index != self.current:
+            self.testbed.unet.load_state_dict(self.weights[index])
+            self.current = index
+
+
 @torch.no_grad()
 def merge_lora(model: torch.nn.Module, tensors: dict[str, torch.Tensor], strength: float = 1.0) -> None:
     """Add a kohya-layout LoRA's deltas (strength · alpha/rank · up @ down) into model's linear layers."""
