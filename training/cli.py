@@ -44,8 +44,9 @@ def testbed_choice(text: str) -> str:
         return text
     wrong = [name for name in names if name not in MIXABLE]
     if wrong or len(set(names)) != len(names):
+        not_variants = f" (not {', '.join(map(repr, wrong))})" if wrong else ""
         raise argparse.ArgumentTypeError(f"{text!r}: a mix names two or more different variants of the UNet testbed, "
-                                         f"from {', '.join(MIXABLE)}" + (f" (not {', '.join(map(repr, wrong))})" if wrong else ""))
+                                         f"from {', '.join(MIXABLE)}{not_variants}")
     return text
 
 
