@@ -161,6 +161,16 @@ def test_the_cosine_schedule_falls_from_the_rate_to_zero_and_constant_stays():
     assert learning_rate(TrainConfig(steps=100, lr=3e-3), 99) == 3e-3
 
 
+def test_the_cooldown_schedule_holds_the_rate_then_falls_straight_to_zero_over_the_last_fifth():
+    from dice_pack.training.loop import TrainConfig, learning_rate
+
+    cooldown = TrainConfig(steps=100, lr=1e-3, lr_schedule="cooldown")
+    rates = [learning_rate(cooldown, step) for step in range(100)]
+    assert rates[:81] == [1e-3] * 81
+    assert rates[90] == pytest.approx(5e-4) and rates[99] == pytest.approx(5e-5)
+    assert all(a > b for a, b in zip(rates[80:], rates[81:]))
+
+
 def test_the_optimizer_runs_at_the_scheduled_rate(tmp_path):
     run(tmp_path, "--steps", "4", "--batch", "4", "--save-every", "4", "--lr", "2e-3", "--lr-schedule", "cosine",
         "--name", "cosine", "--out", str(tmp_path / "c.safetensors"))

@@ -83,8 +83,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=None, help=f"samples per step and process (default {CKPT_BATCH}; testbed 32, "
                    f"with an adapter {TESTBED_ADAPTER_BATCH})")
     p.add_argument("--lr", type=float, default=None, help="AdamW learning rate (default 2e-4, the paper's; testbed 1e-3)")
-    p.add_argument("--lr-schedule", choices=["constant", "cosine"], default="constant",
-                   help="constant (the default, as in the paper), or a cosine decay to zero by the last step")
+    p.add_argument("--lr-schedule", choices=["constant", "cosine", "cooldown"], default="constant",
+                   help="constant (the default, as in the paper), a cosine decay to zero by the last step, or "
+                   "cooldown: constant, then straight down to zero over the last fifth of the steps")
     p.add_argument("--guidance", type=float, default=5.0, help="the CFG scale the sharpener learns to imitate; with "
                    "--guidance-range, the scale at the adapter's strength 1")
     p.add_argument("--guidance-range", metavar="LOW,HIGH", help="with an adapter: each sample draws its CFG scale w "

@@ -92,10 +92,17 @@ class RunInfo:
     base_fingerprint: str = ""  # a few of the model's weights, for hosts that cannot name the checkpoint (adapters)
 
 
+COOLDOWN_SHARE = 0.2  # the cooldown schedule's linear tail, a fifth of the run
+
+
 def learning_rate(config: TrainConfig, step: int) -> float:
-    """The rate at step: constant, or a cosine from config.lr down to zero at the last step."""
+    """The rate at step: constant; a cosine from config.lr down to zero at the last step; or a cooldown, constant until
+    the last COOLDOWN_SHARE of the run, then straight down to zero (so a constant run resumed with it anneals)."""
     if config.lr_schedule == "cosine":
         return config.lr * 0.5 * (1 + math.cos(math.pi * step / max(config.steps, 1)))
+    if config.lr_schedule == "cooldown":
+        tail = max(round(config.steps * COOLDOWN_SHARE), 1)
+        return config.lr * min(1.0, (config.steps - step) / tail)
     return config.lr
 
 
