@@ -98,11 +98,13 @@ class StyledScorer(Scorer):
 def mixed_models(path: str) -> list[str]:
     """The models a mix adapter was trained on, from the name train.py gives it (dice-testbed-mix-base-finetune)."""
     from dice_pack.sharpeners.adapter_file import load_adapter
+    from dice_pack.training.testbed.community import mixed_variants
 
     name = load_adapter(path).info.base_checkpoint
-    if not name.startswith("dice-testbed-mix-"):
+    variants = mixed_variants(name)
+    if variants is None:
         raise SystemExit(f"--mix {path}: was trained on {name}, not on a mix of the testbed's variants")
-    return [{"style": "base+style"}.get(part, part) for part in name[len("dice-testbed-mix-"):].split("-")]
+    return variants
 
 
 def verdicts(rows: list[dict], mixed: list[str] = ()) -> list[str]:

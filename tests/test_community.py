@@ -136,3 +136,10 @@ def test_a_testbed_mix_that_cannot_be_made_is_refused_by_name(value, message, ca
     with pytest.raises(SystemExit):
         main(["--testbed", value, "--train", "adapter"])
     assert re.search(message, capsys.readouterr().err)
+
+
+def test_a_mix_name_gives_back_its_variants_and_a_single_model_gives_none():
+    names = ["base", "finetune", "merge", "base+style"]
+    assert community.mix_checkpoint_name(names) == "dice-testbed-mix-base-finetune-merge-style"
+    assert community.mixed_variants(community.mix_checkpoint_name(names)) == names
+    assert community.mixed_variants("dice-testbed-finetune") is None

@@ -185,15 +185,16 @@ def mix_run(args: argparse.Namespace):
     sha256 is of their files' sha256s in that order."""
     import hashlib
 
-    from .testbed.community import VariantMix, variant_weights
+    from .testbed.community import VariantMix, mix_checkpoint_name, variant_weights
 
     names = args.testbed.split(",")
     backend = VariantMix(names)
     if PRECISIONS[args.mixed_precision] is not None:
         backend.set_precision(PRECISIONS[args.mixed_precision])
-    name = "testbed_mix_" + "_".join(n.replace("base+", "") for n in names)
+    checkpoint = mix_checkpoint_name(names)
+    name = checkpoint.removeprefix("dice-").replace("-", "_")
     digests = " ".join(file_sha256(variant_weights(n)) for n in names)
-    info = RunInfo(model_family="testbed-minilm", base_checkpoint="dice-" + name.replace("_", "-"),
+    info = RunInfo(model_family="testbed-minilm", base_checkpoint=checkpoint,
                    base_checkpoint_sha256=hashlib.sha256(digests.encode()).hexdigest(), prediction_type="eps")
     return backend, info, name, TESTBED_SAMPLE_PROMPTS
 

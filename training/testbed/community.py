@@ -80,6 +80,21 @@ def load_variant(name: str, root: Path = COMMUNITY) -> Testbed:
     return testbed
 
 
+MIX_PREFIX = "dice-testbed-mix-"  # the base_checkpoint of an adapter trained on a mix of the variants
+
+
+def mix_checkpoint_name(names: list[str]) -> str:
+    """The name an adapter trained on a mix of these variants records as its checkpoint (dice-testbed-mix-base-finetune)."""
+    return MIX_PREFIX + "-".join(name.replace("base+", "") for name in names)
+
+
+def mixed_variants(checkpoint_name: str) -> list[str] | None:
+    """The variants behind a mix_checkpoint_name, or None for an adapter trained on one model."""
+    if not checkpoint_name.startswith(MIX_PREFIX):
+        return None
+    return [{"style": "base+style"}.get(part, part) for part in checkpoint_name[len(MIX_PREFIX):].split("-")]
+
+
 class VariantMix:
     """Several UNet variants as one training model, for an adapter meant for the whole family: training step k runs
     on variant k mod n (their layouts are the same, so one adapter fits all), so a resumed run sees what an
