@@ -171,6 +171,39 @@ def test_the_cooldown_schedule_holds_the_rate_then_falls_straight_to_zero_over_t
     assert all(a > b for a, b in zip(rates[80:], rates[81:]))
 
 
+def test_the_weight_average_is_the_plain_mean_until_its_horizon_then_exponential():
+    from dice_pack.training.averaging import WeightAverage
+
+    module = torch.nn.Linear(1, 1, bias=False)
+    average = WeightAverage(module, decay=0.75)  # a horizon of 1 / (1 − 0.75) = 4 updates
+    for value in (1.0, 2.0, 3.0, 4.0, 5.0):
+        module.weight.data.fill_(value)
+        average.update()
+        if value == 4.0:
+            assert average.average[0].item() == pytest.approx(2.5)  # the mean of 1..4, no pull towards the start
+    assert average.average[0].item() == pytest.approx(0.75 * 2.5 + 0.25 * 5.0)
+    with average.swapped_in():
+        assert module.weight.item() == pytest.approx(3.125)
+    assert module.weight.item() == 5.0  # the trained weights are back after the block
+
+
+def test_an_averaged_adapter_run_writes_the_average_and_resumes_exactly(tmp_path):
+    common = ["--train", "adapter", "--batch", "4", "--save-every", "2", "--steps", "4"]
+    plain, straight, paused = (tmp_path / f"{name}.safetensors" for name in ("plain", "straight", "paused"))
+    run(tmp_path, "--name", "plain", "--out", str(plain), *common)
+    run(tmp_path, "--name", "straight", "--out", str(straight), "--ema", "0.9", *common)
+    run(tmp_path, "--name", "paused", "--out", str(paused), "--ema", "0.9", *common[:-1], "2")
+    run(tmp_path, "--name", "paused", "--out", str(paused), "--ema", "0.9", "--resume", *common)
+    a, b, c = load_file(straight), load_file(paused), load_file(plain)
+    assert all(torch.equal(a[k], b[k]) for k in a)  # the average is in the checkpoint, so it resumes too
+    assert any(not torch.equal(a[k], c[k]) for k in a if "lora_up" in k)
+
+
+def test_an_average_decay_outside_0_to_1_is_refused_by_name(tmp_path):
+    with pytest.raises(SystemExit, match="--ema 1: .*below 1"):
+        run(tmp_path, "--train", "adapter", "--steps", "2", "--batch", "4", "--ema", "1")
+
+
 def test_the_optimizer_runs_at_the_scheduled_rate(tmp_path):
     run(tmp_path, "--steps", "4", "--batch", "4", "--save-every", "4", "--lr", "2e-3", "--lr-schedule", "cosine",
         "--name", "cosine", "--out", str(tmp_path / "c.safetensors"))

@@ -26,15 +26,17 @@ def write_atomic(path: Path, write) -> None:
 
 
 def save_state(path: Path, student: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int,
-               generator: torch.Generator, config: dict, inputs: dict | None = None) -> None:
+               generator: torch.Generator, config: dict, inputs: dict | None = None, average: dict | None = None) -> None:
     """student: a training.student.Student; its sharpener and adapter are kept apart (either may be absent). inputs:
-    the pool of sampling-run states a run draws from, when it trains on them."""
+    the pool of sampling-run states a run draws from, when it trains on them; average: the weight average's state."""
     parts = {name: getattr(student, name) for name in ("sharpener", "adapter")}
     state = {**{k: ({} if v is None else v.state_dict()) for k, v in parts.items()},
              "optimizer": optimizer.state_dict(), "step": step, "generator": generator.get_state(),
              "config": json.dumps(config, sort_keys=True)}
     if inputs is not None:
         state["inputs"] = inputs
+    if average is not None:
+        state["average"] = average
     write_atomic(path, lambda temporary: torch.save(state, temporary))
 
 

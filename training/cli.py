@@ -86,6 +86,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr-schedule", choices=["constant", "cosine", "cooldown"], default="constant",
                    help="constant (the default, as in the paper), a cosine decay to zero by the last step, or "
                    "cooldown: constant, then straight down to zero over the last fifth of the steps")
+    p.add_argument("--ema", type=float, default=0.0, metavar="DECAY", help="write a moving average of the trained "
+                   "weights instead of the last step's: the mean of all steps until 1/(1-DECAY) of them, then an "
+                   "exponential average over about that many (0.999: the last ~1,000 steps); 0, the default, is off")
     p.add_argument("--guidance", type=float, default=5.0, help="the CFG scale the sharpener learns to imitate; with "
                    "--guidance-range, the scale at the adapter's strength 1")
     p.add_argument("--guidance-range", metavar="LOW,HIGH", help="with an adapter: each sample draws its CFG scale w "
@@ -247,10 +250,12 @@ def main(argv: list[str] | None = None) -> dict:
     if args.negative_share is not None and not 0 < args.negative_share <= 1:
         raise SystemExit(f"--negative-share {args.negative_share:g}: must be above 0 and at most 1")
     nag = parse_nag(args, negatives)
+    if not 0 <= args.ema < 1:
+        raise SystemExit(f"--ema {args.ema:g}: the average's decay must be at least 0 (off) and below 1, such as 0.999")
     negative_share = args.negative_share if args.negative_share is not None else (1.0 if args.train == "sharpener" else 0.5)
     config = TrainConfig(
         steps=args.steps or defaults["steps"], batch=args.batch or defaults["batch"],
-        lr=args.lr or defaults["lr"], lr_schedule=args.lr_schedule,
+        lr=args.lr or defaults["lr"], lr_schedule=args.lr_schedule, ema=args.ema,
         guidance=args.guidance, loss=args.loss, seed=args.seed,
         save_every=args.save_every if args.save_every is not None else defaults["save_every"],
         sample_every=args.sample_every if args.sample_every is not None else defaults["sample_every"],

@@ -18,6 +18,7 @@ from ..sharpeners import Sharpener, SharpenerConfig, TrainingInfo, save_sharpene
 from ..sharpeners.fingerprint import weight_fingerprint
 from ..sharpeners.nag import NAGSettings
 from .backend import DiffusionBackend
+from .averaging import WeightAverage
 from .checkpoint import load_state, save_state, write_atomic
 from .distributed import Distributed
 from .hashing import file_sha256
@@ -39,6 +40,7 @@ class TrainConfig:
     batch: int = 16
     lr: float = 2e-4
     lr_schedule: str = "constant"
+    ema: float = 0.0  # the decay of the weight average written as the file (0: the last step's weights)
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 1e-2
     guidance: float = 5.0
@@ -262,6 +264,8 @@ def train(config: TrainConfig, backend: DiffusionBackend, info: RunInfo, run_dir
                                                                  student.adapter.paths))
     optimizer = torch.optim.AdamW(student.parameters(), lr=config.lr, betas=config.betas,
                                   weight_decay=config.weight_decay)
+    average = WeightAverage(student, config.ema) if config.ema else None
+    averaged = average.swapped_in if average is not None else contextlib.nullcontext
     generator = torch.Generator().manual_seed(config.seed + 1000 * dist.rank)
     scales = guidance_range(config)
     runs = TrajectoryStates(backend, config.guidance, config.negatives, scales, config.negative_share,
@@ -285,6 +289,10 @@ def train(config: TrainConfig, backend: DiffusionBackend, info: RunInfo, run_dir
             student.adapter.load_state_dict(state["adapter"])
         optimizer.load_state_dict(state["optimizer"])
         start = state["step"]
+        if average is not None and "average" in state:
+            average.load_state_dict(state["average"])
+        elif average is not None:
+            log(f"{resume} holds no weight average: the average starts at step {start}")
         if dist.world_size == 1:
             generator.set_state(state["generator"])
         else:
@@ -340,6 +348,8 @@ def train(config: TrainConfig, backend: DiffusionBackend, info: RunInfo, run_dir
             loss = accumulate_gradients(model, backend, batch, plan.micro_batch, config.guidance, config.loss, scaler)
         scaler.step(optimizer)
         scaler.update()
+        if average is not None:
+            average.update()
         training_seconds += time.time() - begun
         samples_seen += config.batch
         if dist.is_main:
@@ -347,14 +357,17 @@ def train(config: TrainConfig, backend: DiffusionBackend, info: RunInfo, run_dir
             done = step + 1
             if config.save_every and (done % config.save_every == 0 or done == config.steps):
                 save_state(run_dir / "checkpoint.pt", student, optimizer, done, generator, asdict(config),
-                           inputs=runs.state_dict() if runs is not None else None)
+                           inputs=runs.state_dict() if runs is not None else None,
+                           average=average.state_dict() if average is not None else None)
             if config.sample_every and config.sample_prompts and (done % config.sample_every == 0 or done == config.steps):
-                save_png(run_dir / "samples" / f"step{done:06d}.png",
-                         sample_grid(backend, student, config.sample_prompts, config.sample_steps, config.guidance,
-                                     plan.micro_batch))
+                with averaged():
+                    save_png(run_dir / "samples" / f"step{done:06d}.png",
+                             sample_grid(backend, student, config.sample_prompts, config.sample_steps,
+                                         config.guidance, plan.micro_batch))
     seconds = training_seconds
     at_step(0)  # the held-out distances before and after on the same model
-    after = held_out_distances(backend, student, held_out, config.guidance, plan.micro_batch)
+    with averaged():  # what the file holds is what is scored
+        after = held_out_distances(backend, student, held_out, config.guidance, plan.micro_batch)
     summary = {"steps": config.steps, "resumed_at": start, "world_size": dist.world_size,
                "samples_per_second": dist.mean(samples_seen / max(seconds, 1e-9)) * dist.world_size,
                "seconds": round(seconds, 1), "held_out_before": before, "held_out_after": after,
@@ -366,7 +379,8 @@ def train(config: TrainConfig, backend: DiffusionBackend, info: RunInfo, run_dir
                "out": str(out) if student.sharpener is not None else None,
                "adapter_out": str(adapter_out) if student.adapter is not None else None}
     if dist.is_main:
-        written = save_student(student, config, info, out, adapter_out)
+        with averaged():
+            written = save_student(student, config, info, out, adapter_out)
         write_atomic(run_dir / "summary.json", lambda t: t.write_text(json.dumps(summary, indent=2) + "\n"))
         log(f"done in {format_seconds(seconds)}: {summary['samples_per_second']:.1f} samples/s; held-out distance "
             f"to CFG: unguided {after['unguided_to_cfg']:.4f}, student {after['sharpened_to_cfg']:.4f} "
