@@ -1,7 +1,8 @@
 """A moving average of the trained weights (EMA), written as the run's file in place of the last step's weights.
 
-Between checkpoints of one constant-rate run the bench moves by more than a long stretch of training gains (docs/
-research.md): the average over the last steps keeps the trend and drops that step-to-step noise.
+Between checkpoints of one constant-rate run the bench moves by more than a long stretch of training gains, and an
+average over the last steps drops that step-to-step noise; on the testbed's knob it also lagged the trend and was not
+better than the last step (docs/research.md), so it is an option, off by default.
 """
 from __future__ import annotations
 

@@ -17,8 +17,8 @@ from ..sharpeners.adapter_file import AdapterInfo, load_adapter, save_adapter
 from ..sharpeners import Sharpener, SharpenerConfig, TrainingInfo, save_sharpener
 from ..sharpeners.fingerprint import weight_fingerprint
 from ..sharpeners.nag import NAGSettings
-from .backend import DiffusionBackend
 from .averaging import WeightAverage
+from .backend import DiffusionBackend
 from .checkpoint import load_state, save_state, write_atomic
 from .distributed import Distributed
 from .hashing import file_sha256
