@@ -1,7 +1,11 @@
-"""The pool of CFG sampling-run states: a training batch only mixes prompts the model can take in one call."""
+"""The pool of CFG sampling-run states: runs in blocks, each state with CFG's prediction there, and a training batch
+that only mixes prompts the model can take in one call."""
+import pytest
 import torch
 
-from dice_pack.training.trajectories import TrajectoryStates
+from dice_pack.training.step import teacher_noise
+from dice_pack.training.testbed import model as testbed_model
+from dice_pack.training.trajectories import STEP_COUNTS, TrajectoryStates
 
 
 class GroupedBackend:
@@ -17,7 +21,7 @@ class GroupedBackend:
 def pool(backend) -> TrajectoryStates:
     states = TrajectoryStates(backend, 5.0, [])
     prompts = ["a fox", "a red fox", "a cat", "a big red fox", "an owl"] * 8
-    states.states = [(torch.zeros(1), torch.ones(()), p, "", torch.tensor(5.0)) for p in prompts]
+    states.states = [(torch.zeros(1), torch.ones(()), p, "", torch.tensor(5.0), None) for p in prompts]
     return states
 
 
@@ -37,3 +41,53 @@ def test_where_contexts_tile_the_draw_is_plain_uniform_as_before():
     generator = torch.Generator().manual_seed(3)
     expected = torch.randint(0, len(states.states), (16,), generator=torch.Generator().manual_seed(3)).tolist()
     assert states._picks(16, generator) == expected
+
+
+@pytest.fixture(scope="module")
+def testbed():
+    return testbed_model.Testbed.load()
+
+
+def test_each_state_comes_with_cfgs_prediction_there_for_its_own_scale(testbed):
+    """The teacher's call is not made again: what the run predicted at a state is CFG's prediction at that state."""
+    for scales in ((1.0, 10.0), None):
+        states = TrajectoryStates(testbed, 5.0, ["on a black background"], scales, runs_per_call=3)
+        batch = states.draw(12, torch.Generator().manual_seed(4), torch.device("cpu"))
+        recomputed = teacher_noise(testbed, {k: v for k, v in batch.items() if k != "teacher"}, 5.0)
+        assert batch["teacher"].shape == batch["x"].shape
+        assert torch.allclose(batch["teacher"], recomputed, atol=1e-4)
+        assert (batch["teacher"] - recomputed).abs().max() < 1e-2 * recomputed.abs().mean()
+
+
+def test_runs_go_in_blocks_only_when_the_undrawn_states_fall_short(testbed):
+    states = TrajectoryStates(testbed, 5.0, [], runs_per_call=2)
+    block = 2 * sum(STEP_COUNTS)  # states one block adds: two runs of each step count
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        states.draw(8, generator, torch.device("cpu"))
+    blocks = -(-20 * 8 // block)
+    assert states.runs == 2 * len(STEP_COUNTS) * blocks  # every state run is drawn about once
+    assert states.fresh == blocks * block - 20 * 8
+
+
+def test_a_checkpoints_pool_without_predictions_gets_them_when_loaded(testbed):
+    """Checkpoints written before the pool kept CFG's predictions still resume."""
+    states = TrajectoryStates(testbed, 5.0, [], (1.0, 10.0), runs_per_call=2)
+    states.draw(8, torch.Generator().manual_seed(1), torch.device("cpu"))
+    old = {k: v for k, v in states.state_dict().items() if k not in ("teacher", "fresh")}
+    resumed = TrajectoryStates(testbed, 5.0, [], (1.0, 10.0), runs_per_call=2)
+    resumed.load_state_dict(old)
+    assert len(resumed.states) == len(states.states) and resumed.fresh == 0
+    for before, after in zip(states.states, resumed.states):
+        assert torch.allclose(before[5], after[5], atol=1e-4)
+
+
+def test_a_mix_of_models_recomputes_the_prediction_with_the_current_model(testbed):
+    """A mix changes the model between steps, so a state's stored prediction could be another model's."""
+    testbed.at_step = lambda step: None
+    try:
+        states = TrajectoryStates(testbed, 5.0, [], runs_per_call=2)
+        batch = states.draw(8, torch.Generator().manual_seed(2), torch.device("cpu"))
+    finally:
+        del testbed.at_step
+    assert "teacher" not in batch and "teacher" not in states.state_dict()

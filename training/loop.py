@@ -314,7 +314,8 @@ def train(config: TrainConfig, backend: DiffusionBackend, info: RunInfo, run_dir
                        "ComfyUI, also take memory")
     with out_of_memory_stops(lambda: warm_up_message):
         plan = make_plan(backend, model, lambda count: draw(count, probe),
-                         config.batch, config.guidance, config.loss, dist.device, config.micro_batch, config.checkpointing)
+                         config.batch, config.guidance, config.loss, dist.device, config.micro_batch, config.checkpointing,
+                         (lambda micro: runs.seconds_per_state(micro, probe)) if runs is not None else None)
     if runs is not None and resume is not None and "inputs" in state:
         runs.load_state_dict(state["inputs"])  # after the plan's warm-up draws, which a fresh run's pool also holds
     if dist.is_main:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import resource
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -72,9 +73,12 @@ def choose_micro_batch(batch: int, per_sample: int, free: int | None, requested:
 
 
 def make_plan(backend: DiffusionBackend, model: torch.nn.Module, make_batch, batch_size: int, guidance: float,
-              loss: str, device: torch.device, requested_micro_batch: int = 0, checkpointing: str = "auto") -> Plan:
+              loss: str, device: torch.device, requested_micro_batch: int = 0, checkpointing: str = "auto",
+              input_seconds: Callable[[int], float] | None = None) -> Plan:
     """Measure one sample, pick the micro-batch (checkpointing the frozen model's layers when not even one sample
-    fits, or when asked), then time a warm-up step at that micro-batch. make_batch(count) draws training samples."""
+    fits, or when asked), then time a warm-up step at that micro-batch. make_batch(count) draws training samples;
+    input_seconds(micro_batch), where given, times one input made at that micro-batch (CFG's runs, which a single
+    draw does not show: they run in blocks)."""
     free, resident = free_memory(device), resident_memory(device)
     checkpointed = checkpointing == "on" and backend.checkpoint_layers() > 0
     one = make_batch(1)
@@ -95,6 +99,8 @@ def make_plan(backend: DiffusionBackend, model: torch.nn.Module, make_batch, bat
     begun = time.perf_counter()
     warm = make_batch(micro)
     data_seconds = time.perf_counter() - begun - (getattr(backend, "drawing_seconds", 0.0) - drawn_before)
+    if input_seconds is not None:
+        data_seconds = input_seconds(micro) * micro
     synchronize(device)
     begun = time.perf_counter()
     accumulate_gradients(model, backend, warm, micro, guidance, loss)

@@ -97,8 +97,8 @@ def accumulate_gradients(model: torch.nn.Module, backend: DiffusionBackend, batc
         # DDP averages gradients across processes once, on the last part; the others only add up locally.
         syncing = contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync()
         with syncing:
-            with torch.no_grad():
-                teacher = teacher_noise(backend, part, guidance)
+            with torch.no_grad():  # CFG's runs hand in the prediction they made at each state
+                teacher = part["teacher"] if "teacher" in part else teacher_noise(backend, part, guidance)
             student = model(backend, part)
             loss = distillation_loss(student, teacher, loss_kind) * (len(part["x"]) / total)
             (scaler.scale(loss) if scaler is not None else loss).backward()

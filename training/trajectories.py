@@ -3,41 +3,47 @@ DPM-Solver++(2M) run visits on a training caption, rather than forward-noised da
 CFG's sampler actually goes, which forward noising of real latents does not show it."""
 from __future__ import annotations
 
-import math
 import random
+import time
 
 import torch
 
 from .backend import DiffusionBackend
 from .sampler import guided, initial_noise, sampling_run
-from .step import draw_guidance, negative_marks, per_sample, reference_prompts
+from .step import draw_guidance, negative_marks, per_sample, reference_prompts, teacher_noise
 
-STEP_COUNTS = (10, 20)  # each run samples with one of these, so states cover both schedules users run
-POOL_BATCHES = 16  # states of about this many recent batches are kept, so one batch mixes many captions
+STEP_COUNTS = (10, 20)  # each block runs captions with both, so states cover both schedules users run
+POOL_BATCHES = 16  # states of at least this many recent batches are kept, so one batch mixes many captions
+RUNS_AT_ONCE = 64  # most runs in one batched call: a call's cost per sample levels off about there on CPU and GPU
 
 
 class TrajectoryStates:
-    """A pool of (x_σ, σ, caption, reference, w) from recent CFG sampling runs; each draw runs enough new ones to add
-    about as many states as it takes, so every state is used about once. With a guidance range each run draws its own
-    CFG scale w, and its states are taught CFG at that w."""
+    """A pool of (x_σ, σ, caption, reference, w, CFG's prediction) from recent CFG sampling runs. Runs go in blocks, as
+    many at once as a teacher's call holds (the cost of a call per sample falls with its batch), and a block is run
+    when the states not yet drawn fall short of a draw, so every state is used about once. With a guidance range each
+    run draws its own CFG scale w, and its states are taught CFG at that w: the prediction the run made there, which is
+    the teacher's, so the teacher's call is not made again."""
 
     def __init__(self, backend: DiffusionBackend, guidance: float, negatives: list[str],
                  guidance_range: tuple[float, float] | None = None, negative_share: float = 1.0,
-                 anchors: tuple[tuple[float, float], ...] = ()) -> None:
+                 anchors: tuple[tuple[float, float], ...] = (), runs_per_call: int = 1) -> None:
         self.backend, self.guidance, self.negatives = backend, guidance, negatives
         self.anchors = anchors
         self.guidance_range, self.negative_share = guidance_range, negative_share
-        self.states: list[tuple[torch.Tensor, torch.Tensor, str, str, torch.Tensor]] = []
+        self.runs_per_call = runs_per_call  # small until the plan knows what a call holds
+        # A mix of models changes the model between steps: there a state's prediction is recomputed by the current one.
+        self.keeps_teacher = not hasattr(backend, "at_step")
+        self.states: list[tuple] = []
         self.runs = 0
+        self.fresh = 0  # states run and not yet drawn
 
     @torch.no_grad()
-    def _run(self, count: int, generator: torch.Generator) -> None:
-        """count CFG sampling runs on training captions, batched, with one step count; every state they visit goes
-        into the pool."""
+    def _run(self, count: int, steps: int, generator: torch.Generator) -> None:
+        """count CFG sampling runs of steps steps on training captions, batched; every state they visit goes into the
+        pool with CFG's prediction there."""
         prompts = self.backend.sample_captions(count, generator)
         rng = random.Random(int(torch.randint(0, 2 ** 31 - 1, (1,), generator=generator)))
         references = reference_prompts(count, self.negatives, rng, self.negative_share)
-        steps = STEP_COUNTS[int(torch.randint(0, len(STEP_COUNTS), (1,), generator=generator))]
         sigmas = self.backend.sampling_sigmas(steps)
         seeds = torch.randint(0, 2 ** 31 - 1, (count,), generator=generator).tolist()
         c, c_ref = self.backend.encode_prompts(prompts), self.backend.encode_prompts(references)
@@ -48,22 +54,44 @@ class TrajectoryStates:
         cfg = guided(self.backend.predict_noise, c, c_ref, scale, y, y_ref, self.backend.join_contexts)
 
         def visit(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-            self.states += [(x[i].cpu(), sigma[i].cpu(), prompts[i], references[i], w[i]) for i in range(count)]
-            return cfg(x, sigma)
+            eps = cfg(x, sigma)
+            x_cpu, sigma_cpu, eps_cpu = x.cpu(), sigma.cpu(), eps.cpu() if self.keeps_teacher else [None] * count
+            self.states += [(x_cpu[i], sigma_cpu[i], prompts[i], references[i], w[i], eps_cpu[i]) for i in range(count)]
+            return eps
 
+        before = len(self.states)
         sampling_run(visit, x, sigmas)
         self.runs += count
+        self.fresh += len(self.states) - before
+
+    def _run_block(self, generator: torch.Generator) -> None:
+        for steps in STEP_COUNTS:
+            self._run(self.runs_per_call, steps, generator)
+
+    def seconds_per_state(self, runs_per_call: int, generator: torch.Generator) -> float:
+        """Set how many runs go in one call (at most RUNS_AT_ONCE) and time a block of them: the cost of one training
+        input. The block's states stay in the pool."""
+        self.runs_per_call = max(1, min(runs_per_call, RUNS_AT_ONCE))
+        made, begun = len(self.states), time.perf_counter()
+        self._run_block(generator)
+        return (time.perf_counter() - begun) / max(len(self.states) - made, 1)
 
     def draw(self, count: int, generator: torch.Generator, device: torch.device) -> dict:
-        """count states as a training batch (the keys make_batch gives)."""
-        self._run(math.ceil(count / (sum(STEP_COUNTS) / len(STEP_COUNTS))), generator)
-        del self.states[:max(0, len(self.states) - POOL_BATCHES * count)]
+        """count states as a training batch (the keys make_batch gives, and "teacher", CFG's prediction, where the
+        pool keeps it)."""
+        while self.fresh < count:
+            self._run_block(generator)
+        self.fresh -= count
+        keep = max(POOL_BATCHES * count, 2 * self.runs_per_call * sum(STEP_COUNTS))
+        del self.states[:max(0, len(self.states) - keep)]
         picks = self._picks(count, generator)
-        x, sigma, prompts, references, w = zip(*(self.states[i] for i in picks))
+        x, sigma, prompts, references, w, eps = zip(*(self.states[i] for i in picks))
         batch = {"x": torch.stack(x), "sigma": torch.stack(sigma), "c": self.backend.encode_prompts(list(prompts)),
                  "c_ref": self.backend.encode_prompts(list(references)),
                  "y": self.backend.encode_vectors(list(prompts)), "y_ref": self.backend.encode_vectors(list(references)),
-                 "w": torch.stack(w) if self.guidance_range else None, **negative_marks(list(references), self.negatives)}
+                 "w": torch.stack(w) if self.guidance_range else None,
+                 "teacher": torch.stack(eps) if self.keeps_teacher else None,
+                 **negative_marks(list(references), self.negatives)}
         return {k: v.to(device) for k, v in batch.items() if v is not None}
 
     def _picks(self, count: int, generator: torch.Generator) -> list[int]:
@@ -79,16 +107,47 @@ class TrajectoryStates:
     def state_dict(self) -> dict:
         """The pool, so a resumed run draws exactly what an uninterrupted one would."""
         if not self.states:
-            return {"runs": self.runs}
-        x, sigma, prompts, references, w = zip(*self.states)
-        return {"runs": self.runs, "x": torch.stack(x), "sigma": torch.stack(sigma), "prompts": list(prompts),
-                "references": list(references), "w": torch.stack(w)}
+            return {"runs": self.runs, "fresh": self.fresh}
+        x, sigma, prompts, references, w, eps = zip(*self.states)
+        return {"runs": self.runs, "fresh": self.fresh, "x": torch.stack(x), "sigma": torch.stack(sigma),
+                "prompts": list(prompts), "references": list(references), "w": torch.stack(w),
+                **({"teacher": torch.stack(eps)} if self.keeps_teacher else {})}
 
     def load_state_dict(self, state: dict) -> None:
         self.runs = state.get("runs", 0)
+        self.fresh = state.get("fresh", 0)  # checkpoints written before blocks ran their states as they were drawn
         if "x" not in state:
             self.states = []
             return
         # Checkpoints written before the knob hold no w: their states were all taught CFG at the run's one scale.
         w = state.get("w", torch.full((len(state["x"]),), float(self.guidance)))
-        self.states = list(zip(state["x"], state["sigma"], state["prompts"], state["references"], w))
+        eps = state.get("teacher")
+        if eps is None:
+            eps = self._teach(state["x"], state["sigma"], state["prompts"], state["references"], w)
+        self.states = list(zip(state["x"], state["sigma"], state["prompts"], state["references"], w, eps))
+
+    @torch.no_grad()
+    def _teach(self, x: torch.Tensor, sigma: torch.Tensor, prompts: list[str], references: list[str],
+               w: torch.Tensor) -> list:
+        """CFG's predictions at states a checkpoint holds without them (written before the pool kept them), a call for
+        each run's worth of states of one token group."""
+        eps: list = [None] * len(x)
+        if not self.keeps_teacher:
+            return eps
+        groups: dict = {}
+        for index, prompt in enumerate(prompts):
+            groups.setdefault(self.backend.context_group(prompt), []).append(index)
+        size = max(self.runs_per_call, 1)
+        for members in groups.values():
+            for start in range(0, len(members), size):
+                part = members[start:start + size]
+                c = self.backend.encode_prompts([prompts[i] for i in part])
+                batch = {"x": x[part].to(c.device), "sigma": sigma[part].to(c.device), "c": c,
+                         "c_ref": self.backend.encode_prompts([references[i] for i in part]),
+                         "y": self.backend.encode_vectors([prompts[i] for i in part]),
+                         "y_ref": self.backend.encode_vectors([references[i] for i in part]),
+                         **({"w": w[part].to(c.device)} if self.guidance_range else {})}
+                taught = teacher_noise(self.backend, {k: v for k, v in batch.items() if v is not None}, self.guidance)
+                for i, prediction in zip(part, taught.cpu()):
+                    eps[i] = prediction
+        return eps
