@@ -149,6 +149,8 @@ def test_an_adapter_trains_the_knob_by_default_and_none_trains_one_scale(tmp_pat
     (["--train", "adapter", "--extra-anchor", "12,0.2"], "--extra-anchor 12,0.2: its scale must lie in --guidance-range"),
     (["--train", "adapter", "--extra-anchor", "8,0.5"], "with --anchor-share 0.5 below 1 together"),
     (["--train", "adapter", "--extra-anchor", "eight"], "give a CFG scale and its share of the samples as SCALE,SHARE"),
+    (["--draws-per-state", "2"], "--draws-per-state 2: only --inputs cfg-runs draws states of runs"),
+    (["--train", "adapter", "--draws-per-state", "0"], "--draws-per-state 0: must be 1 or more"),
 ])
 def test_flags_a_mode_does_not_use_are_refused_naming_the_flag(tmp_path, args, message):
     with pytest.raises(SystemExit, match=message):

@@ -70,6 +70,17 @@ def test_runs_go_in_blocks_only_when_the_undrawn_states_fall_short(testbed):
     assert states.fresh == blocks * block - 20 * 8
 
 
+def test_with_draws_per_state_k_a_block_serves_k_times_the_draws(testbed):
+    states = TrajectoryStates(testbed, 5.0, [], runs_per_call=2, draws_per_state=3)
+    block = 2 * sum(STEP_COUNTS)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        states.draw(8, generator, torch.device("cpu"))
+    blocks = -(-20 * 8 // (3 * block))
+    assert states.runs == 2 * len(STEP_COUNTS) * blocks
+    assert states.fresh == 3 * blocks * block - 20 * 8
+
+
 def test_a_checkpoints_pool_without_predictions_gets_them_when_loaded(testbed):
     """Checkpoints written before the pool kept CFG's predictions still resume."""
     states = TrajectoryStates(testbed, 5.0, [], (1.0, 10.0), runs_per_call=2)

@@ -139,6 +139,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "sharpener's default), or the states CFG's own 10- and 20-step sampling runs visit on the "
                         "training captions (as AGD trains; the adapter's default, which lowered its FD on the testbed; "
                         "about 2 more UNet calls a sample)")
+    p.add_argument("--draws-per-state", type=int, default=None,
+                   help="with CFG's runs: how many times each state of a run is drawn, on average (default 1); k "
+                        "divides the runs' calls a sample by k")
     p.add_argument("--attention", choices=["prompt+reference", "reference"], default="prompt+reference",
                    help="what the sharpener's attention reads: the prompt's tokens and the reference's, or, as in the "
                         "paper, the reference's alone (collapses to one offset when the empty prompt's tokens are alike)")
@@ -253,6 +256,7 @@ def main(argv: list[str] | None = None) -> dict:
     if not 0 <= args.ema < 1:
         raise SystemExit(f"--ema {args.ema:g}: the average's decay must be at least 0 (off) and below 1, such as 0.999")
     negative_share = args.negative_share if args.negative_share is not None else (1.0 if args.train == "sharpener" else 0.5)
+    inputs = args.inputs or ("forward" if args.train == "sharpener" else "cfg-runs")
     config = TrainConfig(
         steps=args.steps or defaults["steps"], batch=args.batch or defaults["batch"],
         lr=args.lr or defaults["lr"], lr_schedule=args.lr_schedule, ema=args.ema,
@@ -266,8 +270,8 @@ def main(argv: list[str] | None = None) -> dict:
         anchor_share=(DEFAULT_ANCHOR_SHARE if args.anchor_share is None else args.anchor_share) if scales[1] else 0.0,
         extra_anchor=parse_extra_anchor(args, scales),
         init_adapter=check_init_adapter(args, scales),
-        inputs=args.inputs or ("forward" if args.train == "sharpener" else "cfg-runs"), micro_batch=args.micro_batch, checkpointing=args.checkpointing,
-        default_steps=defaults["steps"], default_batch=defaults["batch"])
+        inputs=inputs, draws_per_state=check_draws_per_state(args, inputs), micro_batch=args.micro_batch,
+        checkpointing=args.checkpointing, default_steps=defaults["steps"], default_batch=defaults["batch"])
     try:
         # ComfyUI may leave inference mode on; the sharpener needs gradients through the frozen UNet.
         with torch.inference_mode(False):
@@ -278,6 +282,18 @@ def main(argv: list[str] | None = None) -> dict:
             raise SystemExit(f"the disk is full ({error.filename or run_dir}); the last checkpoint in {run_dir} "
                              "is intact: free some space and run again with --resume") from None
         raise
+
+
+def check_draws_per_state(args: argparse.Namespace, inputs: str) -> int:
+    """--draws-per-state, which only CFG's runs use."""
+    if args.draws_per_state is None:
+        return 1
+    if inputs != "cfg-runs":
+        raise SystemExit(f"--draws-per-state {args.draws_per_state}: only --inputs cfg-runs draws states of runs; "
+                         f"this run trains on --inputs {inputs}")
+    if args.draws_per_state < 1:
+        raise SystemExit(f"--draws-per-state {args.draws_per_state}: must be 1 or more")
+    return args.draws_per_state
 
 
 def run_defaults(args: argparse.Namespace) -> dict:

@@ -60,6 +60,7 @@ class TrainConfig:
     adapter_rank: int = 8
     adapter_layers: str = "attention"
     inputs: str = "forward"  # the noisy latents trained on: forward-noised data, or the states of CFG's sampling runs
+    draws_per_state: int = 1  # with CFG's runs: how often each state is drawn on average
     guidance_min: float = 0.0  # with guidance_max: each sample draws its CFG scale from this range (the adapter's knob);
     guidance_max: float = 0.0  # 0, 0: every sample at guidance
     knob_exponent: float = 1.0  # the knob's map: strength = ((w − 1) / (guidance − 1)) ** knob_exponent
@@ -203,6 +204,7 @@ def check_resumable(state: dict, config: TrainConfig, resume: Path) -> None:
                                 range_flag(config.guidance_min, config.guidance_max)),
              "knob-exponent": (saved.get("knob_exponent", 1.0), config.knob_exponent),
              "anchor-share": (saved.get("anchor_share", 0.0), config.anchor_share),
+             "draws-per-state": (saved.get("draws_per_state", 1), config.draws_per_state),
              "extra-anchor": (anchor_flag(saved.get("extra_anchor", (0.0, 0.0))), anchor_flag(config.extra_anchor)),
              "nag": (",".join(f"{v:g}" for v in saved.get("nag", ())) or "none", ",".join(f"{v:g}" for v in config.nag) or "none")}
     if config.train != "adapter":
@@ -269,7 +271,7 @@ def train(config: TrainConfig, backend: DiffusionBackend, info: RunInfo, run_dir
     generator = torch.Generator().manual_seed(config.seed + 1000 * dist.rank)
     scales = guidance_range(config)
     runs = TrajectoryStates(backend, config.guidance, config.negatives, scales, config.negative_share,
-                            guidance_anchors(config)) \
+                            guidance_anchors(config), draws_per_state=config.draws_per_state) \
         if config.inputs == "cfg-runs" else None
 
     def draw(count: int, source: torch.Generator) -> dict:

@@ -26,16 +26,18 @@ class TrajectoryStates:
 
     def __init__(self, backend: DiffusionBackend, guidance: float, negatives: list[str],
                  guidance_range: tuple[float, float] | None = None, negative_share: float = 1.0,
-                 anchors: tuple[tuple[float, float], ...] = (), runs_per_call: int = 1) -> None:
+                 anchors: tuple[tuple[float, float], ...] = (), runs_per_call: int = 1,
+                 draws_per_state: int = 1) -> None:
         self.backend, self.guidance, self.negatives = backend, guidance, negatives
         self.anchors = anchors
         self.guidance_range, self.negative_share = guidance_range, negative_share
         self.runs_per_call = runs_per_call  # small until the plan knows what a call holds
+        self.draws_per_state = draws_per_state  # above 1, a run's calls are shared by that many training samples
         # A mix of models changes the model between steps: there a state's prediction is recomputed by the current one.
         self.keeps_teacher = not hasattr(backend, "at_step")
         self.states: list[tuple] = []
         self.runs = 0
-        self.fresh = 0  # states run and not yet drawn
+        self.fresh = 0  # draws the states run so far still owe (each state's draws_per_state, less those made)
 
     @torch.no_grad()
     def _run(self, count: int, steps: int, generator: torch.Generator) -> None:
@@ -62,7 +64,7 @@ class TrajectoryStates:
         before = len(self.states)
         sampling_run(visit, x, sigmas)
         self.runs += count
-        self.fresh += len(self.states) - before
+        self.fresh += (len(self.states) - before) * self.draws_per_state
 
     def _run_block(self, generator: torch.Generator) -> None:
         for steps in STEP_COUNTS:
@@ -70,11 +72,11 @@ class TrajectoryStates:
 
     def seconds_per_state(self, runs_per_call: int, generator: torch.Generator) -> float:
         """Set how many runs go in one call (at most RUNS_AT_ONCE) and time a block of them: the cost of one training
-        input. The block's states stay in the pool."""
+        input, a state's share when each is drawn draws_per_state times. The block's states stay in the pool."""
         self.runs_per_call = max(1, min(runs_per_call, RUNS_AT_ONCE))
         made, begun = len(self.states), time.perf_counter()
         self._run_block(generator)
-        return (time.perf_counter() - begun) / max(len(self.states) - made, 1)
+        return (time.perf_counter() - begun) / max((len(self.states) - made) * self.draws_per_state, 1)
 
     def draw(self, count: int, generator: torch.Generator, device: torch.device) -> dict:
         """count states as a training batch (the keys make_batch gives, and "teacher", CFG's prediction, where the
