@@ -140,8 +140,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "training captions (as AGD trains; the adapter's default, which lowered its FD on the testbed; "
                         "about 2 more UNet calls a sample)")
     p.add_argument("--draws-per-state", type=int, default=None,
-                   help="with CFG's runs: how many times each state of a run is drawn, on average (default 1); k "
-                        "divides the runs' calls a sample by k")
+                   help="with CFG's runs: how many times each state of a run is drawn, on average (default 1); K "
+                        "shares a run's calls among K samples, a cheaper run: 4 cost some of the fit on the testbed "
+                        "(docs/research.md)")
     p.add_argument("--attention", choices=["prompt+reference", "reference"], default="prompt+reference",
                    help="what the sharpener's attention reads: the prompt's tokens and the reference's, or, as in the "
                         "paper, the reference's alone (collapses to one offset when the empty prompt's tokens are alike)")
