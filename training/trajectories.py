@@ -86,15 +86,20 @@ class TrajectoryStates:
         self.fresh -= count
         keep = max(POOL_BATCHES * count, 2 * self.runs_per_call * sum(STEP_COUNTS))
         del self.states[:max(0, len(self.states) - keep)]
-        picks = self._picks(count, generator)
-        x, sigma, prompts, references, w, eps = zip(*(self.states[i] for i in picks))
-        batch = {"x": torch.stack(x), "sigma": torch.stack(sigma), "c": self.backend.encode_prompts(list(prompts)),
+        return self._batch([self.states[i] for i in self._picks(count, generator)], device)
+
+    def _batch(self, states: list[tuple], device: torch.device | None = None) -> dict:
+        """states as a batch on device (default: where the text encoder puts its output), with CFG's prediction
+        where they hold it."""
+        x, sigma, prompts, references, w, eps = zip(*states)
+        c = self.backend.encode_prompts(list(prompts))
+        batch = {"x": torch.stack(x), "sigma": torch.stack(sigma), "c": c,
                  "c_ref": self.backend.encode_prompts(list(references)),
                  "y": self.backend.encode_vectors(list(prompts)), "y_ref": self.backend.encode_vectors(list(references)),
                  "w": torch.stack(w) if self.guidance_range else None,
-                 "teacher": torch.stack(eps) if self.keeps_teacher else None,
+                 "teacher": torch.stack(eps) if eps[0] is not None else None,
                  **negative_marks(list(references), self.negatives)}
-        return {k: v.to(device) for k, v in batch.items() if v is not None}
+        return {k: v.to(device or c.device) for k, v in batch.items() if v is not None}
 
     def _picks(self, count: int, generator: torch.Generator) -> list[int]:
         """count random states; where the model's sampler cannot join prompts of different token counts into one
@@ -143,13 +148,8 @@ class TrajectoryStates:
         for members in groups.values():
             for start in range(0, len(members), size):
                 part = members[start:start + size]
-                c = self.backend.encode_prompts([prompts[i] for i in part])
-                batch = {"x": x[part].to(c.device), "sigma": sigma[part].to(c.device), "c": c,
-                         "c_ref": self.backend.encode_prompts([references[i] for i in part]),
-                         "y": self.backend.encode_vectors([prompts[i] for i in part]),
-                         "y_ref": self.backend.encode_vectors([references[i] for i in part]),
-                         **({"w": w[part].to(c.device)} if self.guidance_range else {})}
-                taught = teacher_noise(self.backend, {k: v for k, v in batch.items() if v is not None}, self.guidance)
+                batch = self._batch([(x[i], sigma[i], prompts[i], references[i], w[i], None) for i in part])
+                taught = teacher_noise(self.backend, batch, self.guidance)
                 for i, prediction in zip(part, taught.cpu()):
                     eps[i] = prediction
         return eps
