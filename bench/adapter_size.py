@@ -101,6 +101,8 @@ def main() -> None:
         model_parameters = sum(p.numel() for p in model.parameters())
         for layers in LAYER_SELECTIONS:
             paths = adapter_layers_of(model, layers)
+            if layers == "all" and paths == adapter_layers_of(model, "transformer"):
+                continue  # a transformer has no convolutions in its blocks: "all" is "transformer" there
             for rank in (int(r) for r in options.ranks.split(",")):
                 with torch.device("meta"):
                     count = GuidanceAdapter.for_layers(model, paths, AdapterConfig(rank=rank, layers=layers)).parameter_count()

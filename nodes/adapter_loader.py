@@ -73,11 +73,12 @@ class LoadDICEAdapter:
         return (adapted,)
 
 
-def layer_features(model, key) -> tuple[int, int] | None:
-    """A linear layer's (in, out) features from its weight under the key ComfyUI's LoRA loader maps the adapter's name
-    to; None where the weight does not say (a packed quantized tensor), so the check leaves that layer to the loader."""
+def layer_features(model, key) -> tuple[int, ...] | None:
+    """A layer's (in, out) features (a convolution's kernel after them) from its weight under the key ComfyUI's LoRA
+    loader maps the adapter's name to; None where the weight does not say (a packed quantized tensor), so the check
+    leaves that layer to the loader."""
     shape = getattr(comfy.utils.get_attr(model.model, key), "shape", ()) if isinstance(key, str) else ()
-    return (int(shape[1]), int(shape[0])) if len(shape) >= 2 else None
+    return (int(shape[1]), int(shape[0]), *map(int, shape[2:])) if len(shape) >= 2 else None
 
 
 def checkpoint_weight(model, path: str):

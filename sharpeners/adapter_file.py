@@ -13,7 +13,7 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
-from .adapter import LORA_PREFIX, AdapterConfig, GuidanceAdapter, lora_name, strength_for_guidance
+from .adapter import LORA_PREFIX, AdapterConfig, GuidanceAdapter, layer_shape, lora_name, strength_for_guidance
 from .errors import DiceError
 from .safefile import sniff_safetensors, write_safetensors
 
@@ -126,15 +126,18 @@ class AdapterFile:
                                    f"{model_kind} (first: {missing[0]}); it was trained for {self.info.model_family} "
                                    f"('{self.info.base_checkpoint}')")
 
-    def layer_shapes(self) -> dict[str, tuple[int, int]]:
-        """Each adapter layer's (in, out) features, as its LoRA pair was trained for."""
-        return {n: (self.tensors[f"{n}.lora_down.weight"].shape[1], self.tensors[f"{n}.lora_up.weight"].shape[0])
-                for n in self.names}
+    def layer_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Each adapter layer's (in, out) features, and a convolution's kernel after them, as its LoRA was trained for."""
+        shapes = {}
+        for n in self.names:
+            down = self.tensors[f"{n}.lora_down.weight"]
+            shapes[n] = (down.shape[1], self.tensors[f"{n}.lora_up.weight"].shape[0], *down.shape[2:])
+        return shapes
 
-    def check_shapes(self, shape_of: Callable[[str], tuple[int, int] | None], model_kind: str = "this model") -> None:
+    def check_shapes(self, shape_of: Callable[[str], tuple[int, ...] | None], model_kind: str = "this model") -> None:
         """Refuse a model whose layers have the adapter's names but other sizes (another model of the same layout,
         e.g. Wan 2.1 1.3B and Wan 2.2 5B), which a LoRA loader would fail on layer by layer; shape_of(name) gives a
-        layer's (in, out) features, or None where the model cannot say."""
+        layer's (in, out) features (a convolution's kernel after them), or None where the model cannot say."""
         for name, shape in self.layer_shapes().items():
             found = shape_of(name)
             if found is not None and found != shape:
@@ -144,11 +147,10 @@ class AdapterFile:
 
     def attach_to(self, model: nn.Module) -> GuidanceAdapter:
         """A GuidanceAdapter holding these weights, hooked into model; refuses a model whose layers do not match."""
-        layers = {lora_name(path): path for path, module in model.named_modules() if isinstance(module, nn.Linear)}
+        layers = {lora_name(path): path for path, module in model.named_modules()
+                  if isinstance(module, (nn.Linear, nn.Conv2d))}
         self.check_names(set(layers))
-        features = lambda name: (model.get_submodule(layers[name]).in_features,  # noqa: E731
-                                 model.get_submodule(layers[name]).out_features)
-        self.check_shapes(features)
+        self.check_shapes(lambda name: layer_shape(model.get_submodule(layers[name])))
         adapter = GuidanceAdapter({layers[n]: shape for n, shape in self.layer_shapes().items()}, self.config)
         adapter.load_lora_tensors(self.tensors)
         return adapter.requires_grad_(False).attach(model)
@@ -219,7 +221,9 @@ def load_adapter(path: str | os.PathLike) -> AdapterFile:
         raise AdapterFileError(f"{path}: holds no {LORA_PREFIX}… LoRA layers")
     for name in names:
         down, up = tensors[f"{name}.lora_down.weight"], tensors.get(f"{name}.lora_up.weight")
-        if up is None or down.ndim != 2 or up.ndim != 2 or down.shape[0] != config.rank or up.shape[1] != config.rank:
+        # A linear layer's pair is 2-D; a convolution's (LoCon) is down [rank, in, kh, kw] and up [out, rank, 1, 1].
+        pair = up is not None and ((down.ndim, up.ndim) == (2, 2) or (down.ndim, up.ndim) == (4, 4) and up.shape[2:] == (1, 1))
+        if not pair or down.shape[0] != config.rank or up.shape[1] != config.rank:
             raise AdapterFileError(f"{path}: layer {name} is not a rank-{config.rank} LoRA pair "
                                    f"(down {list(down.shape)}, up {None if up is None else list(up.shape)})")
         if not (torch.isfinite(down).all() and torch.isfinite(up).all()):

@@ -11,7 +11,7 @@ import torch
 # of the same checkpoint in another dtype none (compared in the coarser of the two dtypes).
 LAYERS, VALUES = 4, 16
 
-WeightReader = Callable[[str], "torch.Tensor | None"]  # a linear layer's path → its weight as the checkpoint has it
+WeightReader = Callable[[str], "torch.Tensor | None"]  # an adapter layer's path → its weight as the checkpoint has it
 
 
 def spread(paths: list[str], count: int) -> list[str]:

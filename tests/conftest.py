@@ -50,10 +50,11 @@ def sharpener_file(sharpener, tmp_path):
 
 
 def save_random_adapter(checkpoint: Path, path: Path, family: str = "sd15", seed: int = 0,
-                        trained_for: tuple[str, str] | None = None) -> None:
-    """A guidance adapter on every attention projection of checkpoint's UNet, with non-zero weights, as training
-    leaves it (the layer names and shapes are read from the checkpoint's own keys). It names checkpoint as its base,
-    by sha256 and weights as the trainer does, or trained_for's (name, sha256) and no weights: another checkpoint."""
+                        trained_for: tuple[str, str] | None = None, convolutions: bool = False) -> None:
+    """A guidance adapter on every attention projection of checkpoint's UNet (with convolutions, on its res-blocks'
+    two convolutions instead: LoCon pairs), with non-zero weights, as training leaves it (the layer names and shapes
+    are read from the checkpoint's own keys). It names checkpoint as its base, by sha256 and weights as the trainer
+    does, or trained_for's (name, sha256) and no weights: another checkpoint."""
     from dice_pack.sharpeners.adapter import GuidanceAdapter
     from dice_pack.sharpeners.adapter_file import AdapterInfo, save_adapter
     from dice_pack.sharpeners.fingerprint import weight_fingerprint
@@ -62,8 +63,13 @@ def save_random_adapter(checkpoint: Path, path: Path, family: str = "sd15", seed
     prefix, shapes = "model.diffusion_model.", {}
     with safe_open(checkpoint, framework="pt") as f:
         for key in f.keys():
-            if key.startswith(prefix) and ".attn" in key and key.endswith((".to_q.weight", ".to_k.weight", ".to_v.weight",
-                                                                            ".to_out.0.weight")):
+            if not key.startswith(prefix):
+                continue
+            if convolutions and key.endswith((".in_layers.2.weight", ".out_layers.3.weight")):
+                out_channels, in_channels, *kernel = f.get_slice(key).get_shape()
+                shapes[key[len(prefix):-len(".weight")]] = (in_channels, out_channels, *kernel)
+            elif not convolutions and ".attn" in key and key.endswith((".to_q.weight", ".to_k.weight", ".to_v.weight",
+                                                                         ".to_out.0.weight")):
                 out_features, in_features = f.get_slice(key).get_shape()
                 shapes[key[len(prefix):-len(".weight")]] = (in_features, out_features)
         fingerprint = weight_fingerprint(lambda p: f.get_tensor(f"{prefix}{p}.weight"), sorted(shapes))

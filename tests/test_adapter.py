@@ -34,11 +34,13 @@ def test_kohya_names_are_the_layer_paths_with_underscores():
         "lora_unet_input_blocks_1_1_transformer_blocks_0_attn1_to_out_0"
 
 
-def test_the_hooks_give_exactly_the_merged_weights_w_plus_scale_up_down(testbed):
-    """What ComfyUI's and the webuis' LoRA loaders do to the weights is what the hooks do to the outputs."""
-    paths = testbed.adapter_layers("transformer")
+@pytest.mark.parametrize("selection", ["transformer", "all"])
+def test_the_hooks_give_exactly_the_merged_weights_w_plus_scale_up_down(testbed, selection):
+    """What ComfyUI's and the webuis' LoRA loaders do to the weights is what the hooks do to the outputs: up @ down,
+    for a convolution (LoCon) on the flattened kernels, reshaped to the layer's weight."""
+    paths = testbed.adapter_layers(selection)
     adapter = trained_looking(GuidanceAdapter.for_layers(testbed.unet, paths, AdapterConfig(rank=4, alpha=2.0,
-                                                                                            layers="transformer")))
+                                                                                            layers=selection)))
     x, context = torch.randn(3, 4, 8, 8), testbed.encode_prompts(["a red circle", "a blue square", "x"])
     adapter.attach(testbed.unet)
     try:
@@ -50,7 +52,8 @@ def test_the_hooks_give_exactly_the_merged_weights_w_plus_scale_up_down(testbed)
         with torch.no_grad():
             for path in paths:
                 lora = adapter.layers[lora_name(path)]
-                testbed.unet.get_submodule(path).weight += adapter.config.scale * lora.up @ lora.down
+                weight = testbed.unet.get_submodule(path).weight
+                weight += adapter.config.scale * (lora.up.flatten(1) @ lora.down.flatten(1)).reshape(weight.shape)
         merged = eps(testbed, x, context)
     finally:
         with torch.no_grad():
@@ -87,18 +90,24 @@ def test_a_new_adapter_leaves_the_model_as_it_was(testbed):
     assert torch.equal(on, eps(testbed, x, context))
 
 
-def test_layer_selections_pick_attention_or_the_whole_transformer(testbed):
+def test_layer_selections_pick_attention_the_whole_transformer_or_the_res_blocks_too(testbed):
     attention, transformer = testbed.adapter_layers("attention"), testbed.adapter_layers("transformer")
-    assert attention and set(attention) < set(transformer)
+    everything = testbed.adapter_layers("all")
+    assert attention and set(attention) < set(transformer) < set(everything)
     assert all(p.rsplit(".", 1)[-1] in ("self_qkv", "self_out", "cross_q", "cross_kv", "cross_out") for p in attention)
     assert {p for p in transformer if ".ff." in p} == set(transformer) - set(attention)
-    with pytest.raises(ValueError, match="adapter layers must be one of attention, transformer, got 'convs'"):
+    convs = set(everything) - set(transformer)
+    assert convs and all(isinstance(testbed.unet.get_submodule(p), nn.Conv2d) and p.endswith((".conv1", ".conv2"))
+                         for p in convs)
+    with pytest.raises(ValueError, match="adapter layers must be one of attention, transformer, all, got 'convs'"):
         linear_layers(testbed.unet, "convs", ("self_qkv",), (), "Transformer")
 
 
-def test_the_file_is_a_kohya_lora_with_metadata_and_loads_back_to_the_same_outputs(testbed, tmp_path):
-    paths = testbed.adapter_layers("attention")
-    adapter = trained_looking(GuidanceAdapter.for_layers(testbed.unet, paths, AdapterConfig(rank=8, alpha=8.0)))
+@pytest.mark.parametrize("selection", ["attention", "all"])
+def test_the_file_is_a_kohya_lora_with_metadata_and_loads_back_to_the_same_outputs(testbed, tmp_path, selection):
+    paths = testbed.adapter_layers(selection)
+    adapter = trained_looking(GuidanceAdapter.for_layers(testbed.unet, paths, AdapterConfig(rank=8, alpha=8.0,
+                                                                                            layers=selection)))
     path = tmp_path / "a.safetensors"
     save_adapter(path, adapter, AdapterInfo(model_family="testbed-minilm", base_checkpoint="dice-testbed",
                                             guidance_scale=5.0, training_steps=7))
@@ -151,6 +160,21 @@ def test_bad_files_are_refused_by_name(testbed, tmp_path):
         load_adapter(plain)
     with pytest.raises(AdapterFileError, match="no such file"):
         load_adapter(tmp_path / "missing.safetensors")
+
+
+def test_a_layer_that_is_no_lora_pair_is_refused_by_name(testbed, tmp_path):
+    """A linear pair is 2-D, a convolution's (LoCon) 4-D with a 1x1 up: anything else names the layer."""
+    from dice_pack.sharpeners.adapter_file import adapter_metadata
+    from dice_pack.sharpeners.safefile import write_safetensors
+    adapter = GuidanceAdapter.for_layers(testbed.unet, testbed.adapter_layers("all"), AdapterConfig(layers="all"))
+    conv = next(n for n, lora in adapter.layers.items() if lora.down.ndim == 4)
+    for name, up in ((conv, torch.zeros(64, 8)), (conv, torch.zeros(64, 8, 3, 3))):
+        tensors = adapter.lora_tensors()
+        tensors[f"{name}.lora_up.weight"] = up
+        path = tmp_path / "odd.safetensors"
+        write_safetensors(path, tensors, adapter_metadata(adapter.config, AdapterInfo()))
+        with pytest.raises(AdapterFileError, match=f"layer {name} is not a rank-8 LoRA pair"):
+            load_adapter(path)
 
 
 def test_an_adapter_for_another_model_is_refused_naming_the_family(testbed, tmp_path):

@@ -51,10 +51,10 @@ def train(comfy, *args, timeout=900):
                           capture_output=True, text=True, timeout=timeout)
 
 
-def ksampler_check(comfy, data: Path, sharpener: Path | None = None) -> dict:
+def ksampler_check(comfy, data: Path, sharpener: Path | None = None, adapter: Path | None = None) -> dict:
     """tests/host_checks/teacher_matches_ksampler.py's figures for the fixture checkpoint."""
     root, python, folder, checkpoint = comfy
-    extra = ["--sharpener", str(sharpener)] if sharpener else []
+    extra = (["--sharpener", str(sharpener)] if sharpener else []) + (["--adapter", str(adapter)] if adapter else [])
     done = subprocess.run([python, str(PACK_ROOT / "tests" / "host_checks" / "teacher_matches_ksampler.py"),
                            "--comfy-root", str(root), "--ckpt", str(checkpoint), "--data", str(data),
                            "--runs", str(folder / "check_runs"), *extra], capture_output=True, text=True, timeout=900)
@@ -249,6 +249,26 @@ def test_a_trained_adapter_loads_through_comfyuis_lora_code_and_samples_at_one_c
             f"{loaded.info.base_checkpoint_sha256[:12]})") in run.stderr
     case = json.loads(run.stdout.strip().splitlines()[-1])["cases"][0]
     assert case["calls"] == case["steps"] and case["batch_sizes"] == [1], case
+
+
+def test_an_adapter_on_the_res_blocks_convolutions_too_loads_through_comfyuis_lora_code_as_trained(comfy):
+    """--adapter-layers all: kohya's LoCon pairs on the res-blocks' convolutions, which ComfyUI's LoRA code merges into
+    the weights to give the prediction the trainer's hooks gave."""
+    root, python, folder, checkpoint = comfy
+    adapter = folder / "all_layers_adapter.safetensors"
+    done = train(comfy, "--ckpt", str(checkpoint), "--data", str(prompts_file(folder)), "--train", "adapter",
+                 "--adapter-layers", "all", "--steps", "2", "--batch", "2", "--name", "all_layers", "--out", str(adapter))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert " all layers)" in done.stdout
+    loaded = load_adapter(adapter)
+    convs = [n for n in loaded.names if loaded.tensors[f"{n}.lora_down.weight"].ndim == 4]
+    assert convs and all(n.endswith(("_in_layers_2", "_out_layers_3")) for n in convs)
+    figures = ksampler_check(comfy, prompts_file(folder), adapter=adapter)
+    assert figures["patched_weights"] == figures["adapter_layers"] == len(loaded.names)
+    assert figures["mean_abs_adapted_minus_unguided"] > 1e-6  # the trained adapter moves the prediction
+    assert figures["adapted_max_abs_difference"] < 5e-6  # the node at cfg 1 gives the trainer's student
+    # The file's first layer, a convolution, one input channel wider: the node names the misfit before the loader.
+    assert sorted(loaded.names)[0] in convs and "its layers do not fit this" in figures["other_size_error"]
 
 
 def current_umask() -> int:

@@ -73,6 +73,8 @@ def webui(request, tmp_path_factory):
                         loras / "random_sd15_dice_adapter.safetensors")
     save_random_adapter(data / "models" / "Stable-diffusion" / "random_sd15.safetensors",
                         loras / "other_sd15_dice_adapter.safetensors", trained_for=("dreamshaper_8.safetensors", "ab" * 32))
+    save_random_adapter(data / "models" / "Stable-diffusion" / "random_sd15.safetensors",
+                        loras / "res_blocks_sd15_dice_adapter.safetensors", convolutions=True)
     make_bad_adapters(loras)
     try:
         started = webui_host.start(kind, Path(os.environ[path_variable]).resolve(), os.environ[python_variable], data,
@@ -197,6 +199,17 @@ def test_a_guidance_adapter_through_lora_at_cfg_one_makes_one_call_of_batch_one_
     # The built-in Lora applied it: the same prompt at strength 0 is the plain image.
     at_zero = webui.generate([True, "None", 1.0, 0.5], prompt=f"{PROMPT['prompt']} <lora:random_sd15_dice_adapter:0>")[0][0]
     assert np.array_equal(at_zero, plain)
+
+
+def test_an_adapter_on_the_res_blocks_convolutions_is_applied_by_the_builtin_lora_at_one_call_per_step(webui):
+    """--adapter-layers all writes LoCon pairs on the res-blocks' convolutions; a file of those alone changes the image
+    only if the webui's Lora applies them."""
+    plain = webui.generate(override_settings={"skip_early_cond": 1.0})[0][0]
+    prompt = f"{PROMPT['prompt']} <lora:res_blocks_sd15_dice_adapter:1>"
+    images, info = webui.generate([True, "None", 1.0, 0.5], prompt=prompt)
+    assert webui.calls() == [1] * STEPS and changed(images[0], plain)
+    assert "DICE adapter: res_blocks_sd15_dice_adapter" in info["infotexts"][0]
+    assert "DICE error" not in info["infotexts"][0]
 
 
 def test_an_adapter_trained_for_another_checkpoint_is_used_and_the_infotext_names_that_checkpoint(webui):

@@ -53,7 +53,7 @@ class DiffusionBackend(Protocol):
         """The frozen denoising network a guidance adapter hooks into (its module paths name the adapter's layers)."""
 
     def adapter_layers(self, selection: str) -> list[str]:
-        """Module paths, in adapter_model(), of the linear layers a guidance adapter of this selection holds."""
+        """Module paths, in adapter_model(), of the layers a guidance adapter of this selection holds."""
 
     def checkpoint_layers(self) -> int:
         """Recompute the frozen model's layers in the backward pass instead of storing their activations; returns

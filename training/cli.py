@@ -131,7 +131,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "must match this run's")
     p.add_argument("--adapter-layers", choices=list(LAYER_SELECTIONS), default="transformer",
                    help="the layers the adapter changes: every linear layer of the transformer blocks (attention and "
-                        "feed-forward: the default, measured on the testbed), or the attention projections alone")
+                        "feed-forward: the default, measured on the testbed), the attention projections alone, or all: "
+                        "those and a UNet's res-block convolutions (kohya's LoCon layout; on a transformer the same "
+                        "layers as the default)")
     p.add_argument("--adapter-out", help="the adapter file with --train both (default: models/loras/<name>_adapter"
                    ".safetensors in ComfyUI, else outputs/); with --train adapter, --out names it")
     p.add_argument("--inputs", choices=["forward", "cfg-runs"], default=None,

@@ -69,14 +69,17 @@ ADAPTER_BLOCKS = {
 
 
 def adapter_layers_of(diffusion_model: torch.nn.Module, selection: str) -> list[str]:
-    """The paths of the linear layers an adapter of this selection holds in ComfyUI's diffusion model, for every
-    family in ADAPTER_BLOCKS; for "transformer" also the UNets' linear proj_in / proj_out around the blocks (SD2,
-    SDXL)."""
+    """The paths of the layers an adapter of this selection holds in ComfyUI's diffusion model, for every family in
+    ADAPTER_BLOCKS; for "transformer" and "all" also the UNets' linear proj_in / proj_out around the blocks (SD2,
+    SDXL), and for "all" the UNets' res-blocks' two 2-D convolutions (the transformers have none)."""
     paths = []
     for block_type, (attention, others) in ADAPTER_BLOCKS.items():
         paths += linear_layers(diffusion_model, selection, attention, others, block_type)
-    if selection == "transformer":
+    if selection != "attention":
         paths += linear_layers(diffusion_model, selection, (), ("proj_in", "proj_out"), "SpatialTransformer")
+    if selection == "all":
+        paths += linear_layers(diffusion_model, selection, (), ("in_layers.2", "out_layers.3"), "ResBlock",
+                               kinds=(torch.nn.Conv2d,))
     return sorted(paths)
 
 

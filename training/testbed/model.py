@@ -143,9 +143,13 @@ class Testbed:
         return self.unet
 
     def adapter_layers(self, selection: str) -> list[str]:
-        """The UNet's transformers' attention projections, and for "transformer" their feed-forward layers too."""
-        return linear_layers(self.unet, selection, ("self_qkv", "self_out", "cross_q", "cross_kv", "cross_out"),
-                             ("ff.0", "ff.2"), "DiTBlock" if self.flow else "Transformer")
+        """The UNet's transformers' attention projections, for "transformer" their feed-forward layers too, and for
+        "all" also the res-blocks' convolutions."""
+        paths = linear_layers(self.unet, selection, ("self_qkv", "self_out", "cross_q", "cross_kv", "cross_out"),
+                              ("ff.0", "ff.2"), "DiTBlock" if self.flow else "Transformer")
+        if selection == "all" and not self.flow:
+            paths += linear_layers(self.unet, selection, (), ("conv1", "conv2"), "ResBlock", kinds=(torch.nn.Conv2d,))
+        return paths
 
     def checkpoint_layers(self) -> int:
         """Recompute the UNet's res-blocks and transformers in the backward pass rather than keep their activations."""
