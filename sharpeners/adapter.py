@@ -44,9 +44,11 @@ def layer_shape(layer: nn.Module) -> tuple[int, ...]:
     """What an adapter's LoRA for this layer is made for: (in, out) of a linear layer, (in, out, kh, kw) of a conv."""
     if isinstance(layer, nn.Linear):
         return (layer.in_features, layer.out_features)
-    if isinstance(layer, nn.Conv2d) and layer.groups == 1:
+    # LoCon's merge (up · down, reshaped) equals the hooked delta only for an ungrouped, zero-padded convolution.
+    if isinstance(layer, nn.Conv2d) and layer.groups == 1 and layer.padding_mode == "zeros":
         return (layer.in_channels, layer.out_channels, *layer.kernel_size)
-    raise ValueError(f"an adapter holds linear layers and 2-D convolutions, not a {type(layer).__name__}")
+    raise ValueError(f"an adapter holds linear layers and ungrouped zero-padded 2-D convolutions, not this "
+                     f"{type(layer).__name__}")
 
 
 def strength_for_guidance(guidance, reference_scale: float, exponent: float = 1.0):

@@ -162,6 +162,17 @@ def test_bad_files_are_refused_by_name(testbed, tmp_path):
         load_adapter(tmp_path / "missing.safetensors")
 
 
+def test_a_layer_whose_merge_would_differ_from_the_hook_is_refused_by_path():
+    """A grouped or circularly padded convolution, or a norm, has no LoRA whose merged weights give the hooked output."""
+    model = nn.Module()
+    model.grouped = nn.Conv2d(8, 8, 3, padding=1, groups=2)
+    model.circular = nn.Conv2d(8, 8, 3, padding=1, padding_mode="circular")
+    model.norm = nn.GroupNorm(2, 8)
+    for name in ("grouped", "circular", "norm"):
+        with pytest.raises(ValueError, match=f"adapter layer '{name}': an adapter holds linear layers and ungrouped"):
+            GuidanceAdapter.for_layers(model, [name])
+
+
 def test_a_layer_that_is_no_lora_pair_is_refused_by_name(testbed, tmp_path):
     """A linear pair is 2-D, a convolution's (LoCon) 4-D with a 1x1 up: anything else names the layer."""
     from dice_pack.sharpeners.adapter_file import adapter_metadata
