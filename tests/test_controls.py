@@ -231,6 +231,21 @@ def test_the_negated_value_is_read_off_images_of_known_scenes():
     assert not shows_value(np.zeros((32, 32, 3), np.uint8), Scene(()), "background", "white")
 
 
+def test_a_run_from_an_init_adapter_takes_its_rank_and_layers_unless_the_flags_ask_for_others(tmp_path):
+    first, second = tmp_path / "first.safetensors", tmp_path / "second.safetensors"
+    common = ["--train", "adapter", "--batch", "4", "--guidance-range", "none"]
+    run(tmp_path, "--steps", "1", "--name", "first", "--out", str(first), "--adapter-rank", "4", "--adapter-layers", "all",
+        *common)
+    run(tmp_path, "--steps", "1", "--name", "second", "--out", str(second), "--init-adapter", str(first), *common)
+    made = load_adapter(second)
+    assert (made.config.rank, made.config.layers) == (4, "all")
+    assert sorted(made.names) == sorted(load_adapter(first).names)
+    with pytest.raises(SystemExit, match="was trained with --adapter-layers all, this run asks for --adapter-layers "
+                                         "transformer; pass --adapter-layers all"):
+        run(tmp_path, "--steps", "1", "--name", "third", "--adapter-layers", "transformer", "--init-adapter", str(first),
+            *common)
+
+
 def test_an_adapter_run_starts_from_an_init_adapter_and_records_it(tmp_path):
     first, second = tmp_path / "first.safetensors", tmp_path / "second.safetensors"
     common = ["--train", "adapter", "--batch", "4", "--guidance-range", "none"]

@@ -18,6 +18,7 @@ PACK_ROOT = Path(__file__).resolve().parents[1]
 CKPT_STEPS, CKPT_BATCH = 4000, 16
 # The testbed's guidance adapter with its cfg knob: 3,200 steps of 64, where the controls were measured (docs/research.md).
 TESTBED_ADAPTER_STEPS, TESTBED_ADAPTER_BATCH = 3200, 64
+DEFAULT_ADAPTER_RANK, DEFAULT_ADAPTER_LAYERS = 8, "transformer"
 # From another checkpoint's adapter (--init-adapter): 25,600 samples met the bar on all three testbed variants on two
 # draws of prompts; the same count for --ckpt, as the plan scales the testbed's samples (docs/research.md, the curve).
 TESTBED_FINETUNE_STEPS, CKPT_FINETUNE_STEPS = 400, 1600
@@ -125,15 +126,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="what learns CFG: the sharpener (rewrites the text once per prompt), a guidance adapter (a LoRA on "
                         "the model's layers, which sees every step; loads in ComfyUI's LoraLoader and the webuis' <lora:…>), "
                         "or both together")
-    p.add_argument("--adapter-rank", type=int, default=8, help="the guidance adapter's LoRA rank")
+    p.add_argument("--adapter-rank", type=int, default=None, help="the guidance adapter's LoRA rank (default 8, or the "
+                   "--init-adapter file's)")
     p.add_argument("--init-adapter", metavar="FILE", help="with an adapter: start from this adapter file (one trained "
-                   "on another checkpoint of the same family, say) rather than from zero; its rank, layers and knob "
-                   "must match this run's")
-    p.add_argument("--adapter-layers", choices=list(LAYER_SELECTIONS), default="transformer",
+                   "on another checkpoint of the same family, say) rather than from zero; the run takes its rank and layers, and its "
+                   "knob must match this run's")
+    p.add_argument("--adapter-layers", choices=list(LAYER_SELECTIONS), default=None,
                    help="the layers the adapter changes: every linear layer of the transformer blocks (attention and "
                         "feed-forward: the default, measured on the testbed), the attention projections alone, or all: "
                         "those and a UNet's res-block convolutions (kohya's LoCon layout; on a transformer the same "
-                        "layers as the default)")
+                        "layers as the default); with --init-adapter, the file's")
     p.add_argument("--adapter-out", help="the adapter file with --train both (default: models/loras/<name>_adapter"
                    ".safetensors in ComfyUI, else outputs/); with --train adapter, --out names it")
     p.add_argument("--inputs", choices=["forward", "cfg-runs"], default=None,
@@ -231,8 +233,6 @@ def main(argv: list[str] | None = None) -> dict:
     defaults = run_defaults(args)
     name = args.name or name
     run_dir = Path(args.runs) / name
-    if args.adapter_rank < 1:
-        raise SystemExit(f"--adapter-rank {args.adapter_rank}: must be 1 or more")
     out = Path(args.out) if args.out else default_output(args, name, "sharpeners")
     adapter_out = None
     if args.train == "adapter":
@@ -251,6 +251,11 @@ def main(argv: list[str] | None = None) -> dict:
             raise SystemExit(f"--resume: no checkpoint at {resume}")
     negatives = read_prompt_lines(args.negatives, "--negatives") if args.negatives else []
     scales = parse_guidance_range(args)
+    init_adapter = check_init_adapter(args, scales)  # before the adapter's shape: a file gives its rank and layers
+    args.adapter_rank = DEFAULT_ADAPTER_RANK if args.adapter_rank is None else args.adapter_rank
+    args.adapter_layers = args.adapter_layers or DEFAULT_ADAPTER_LAYERS
+    if args.adapter_rank < 1:
+        raise SystemExit(f"--adapter-rank {args.adapter_rank}: must be 1 or more")
     if args.negative_share is not None and not negatives:
         raise SystemExit("--negative-share goes with --negatives (the share of samples given one of its prompts)")
     if args.negative_share is not None and not 0 < args.negative_share <= 1:
@@ -272,7 +277,7 @@ def main(argv: list[str] | None = None) -> dict:
         nag=nag, knob_exponent=DEFAULT_KNOB_EXPONENT if args.knob_exponent is None else args.knob_exponent,
         anchor_share=(DEFAULT_ANCHOR_SHARE if args.anchor_share is None else args.anchor_share) if scales[1] else 0.0,
         extra_anchor=parse_extra_anchor(args, scales),
-        init_adapter=check_init_adapter(args, scales),
+        init_adapter=init_adapter,
         inputs=inputs, draws_per_state=check_draws_per_state(args, inputs), micro_batch=args.micro_batch,
         checkpointing=args.checkpointing, default_steps=defaults["steps"], default_batch=defaults["batch"])
     try:
@@ -327,6 +332,9 @@ def check_init_adapter(args: argparse.Namespace, scales: tuple[float, float]) ->
     except (AdapterFileError, OSError) as error:
         raise SystemExit(f"--init-adapter: {error}") from None
     info, config = file.info, file.config
+    # A run from a file takes its shape unless the flags ask for another, which is refused below.
+    args.adapter_rank = config.rank if args.adapter_rank is None else args.adapter_rank
+    args.adapter_layers = args.adapter_layers or config.layers
     wanted = {"--adapter-rank": (config.rank, args.adapter_rank), "--adapter-layers": (config.layers, args.adapter_layers),
               "--guidance": (info.guidance_scale, args.guidance),
               "--guidance-range": (range_flag(info.guidance_min, info.guidance_max), range_flag(*scales))}
