@@ -19,8 +19,8 @@ LAYER_SELECTIONS = ("attention", "transformer", "all")
 LORA_PREFIX = "lora_unet_"
 
 
-def linear_layers(model: nn.Module, selection: str, attention: tuple[str, ...], others: tuple[str, ...],
-                  block_type: str, kinds: tuple[type, ...] = (nn.Linear,)) -> list[str]:
+def block_layers(model: nn.Module, selection: str, attention: tuple[str, ...], others: tuple[str, ...],
+                 block_type: str, kinds: tuple[type, ...] = (nn.Linear,)) -> list[str]:
     """Paths of the layers an adapter of this selection holds: inside every module of class block_type, the children
     named in attention (and, for "transformer" and "all", those named in others), where they are of kinds."""
     if selection not in LAYER_SELECTIONS:

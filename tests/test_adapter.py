@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from dice_pack.sharpeners.adapter import AdapterConfig, GuidanceAdapter, linear_layers, lora_name
+from dice_pack.sharpeners.adapter import AdapterConfig, GuidanceAdapter, block_layers, lora_name
 from dice_pack.sharpeners.adapter_file import AdapterFileError, AdapterInfo, load_adapter, save_adapter
 from dice_pack.training.testbed.model import Testbed as TestbedModel
 
@@ -100,7 +100,7 @@ def test_layer_selections_pick_attention_the_whole_transformer_or_the_res_blocks
     assert convs and all(isinstance(testbed.unet.get_submodule(p), nn.Conv2d) and p.endswith((".conv1", ".conv2"))
                          for p in convs)
     with pytest.raises(ValueError, match="adapter layers must be one of attention, transformer, all, got 'convs'"):
-        linear_layers(testbed.unet, "convs", ("self_qkv",), (), "Transformer")
+        block_layers(testbed.unet, "convs", ("self_qkv",), (), "Transformer")
 
 
 @pytest.mark.parametrize("selection", ["attention", "all"])

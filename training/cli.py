@@ -16,7 +16,8 @@ PACK_ROOT = Path(__file__).resolve().parents[1]
 # --ckpt's default run: 64,000 samples, where the testbed's closure of the gap to CFG levelled off (README,
 # What training costs); the paper trains 8,000 steps of 128.
 CKPT_STEPS, CKPT_BATCH = 4000, 16
-# The testbed's guidance adapter with its cfg knob: 3,200 steps of 64, where the controls were measured (docs/research.md).
+# The testbed's guidance adapter with its cfg knob: 3,200 steps of 64, where the controls were measured (docs/research.md);
+# scripts/run.sh asks for 4,800 with --adapter-layers all, which did better there.
 TESTBED_ADAPTER_STEPS, TESTBED_ADAPTER_BATCH = 3200, 64
 DEFAULT_ADAPTER_RANK, DEFAULT_ADAPTER_LAYERS = 8, "transformer"
 # From another checkpoint's adapter (--init-adapter): 25,600 samples met the bar on all three testbed variants on two
@@ -129,8 +130,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--adapter-rank", type=int, default=None, help="the guidance adapter's LoRA rank (default 8, or the "
                    "--init-adapter file's)")
     p.add_argument("--init-adapter", metavar="FILE", help="with an adapter: start from this adapter file (one trained "
-                   "on another checkpoint of the same family, say) rather than from zero; the run takes its rank and layers, and its "
-                   "knob must match this run's")
+                   "on another checkpoint of the same family, say) rather than from zero; the run takes its rank and "
+                   "layers, and its knob must match this run's")
     p.add_argument("--adapter-layers", choices=list(LAYER_SELECTIONS), default=None,
                    help="the layers the adapter changes: every linear layer of the transformer blocks (attention and "
                         "feed-forward: the default, measured on the testbed), the attention projections alone, or all: "

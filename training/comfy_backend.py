@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..sharpeners.adapter import linear_layers
+from ..sharpeners.adapter import block_layers
 from ..sharpeners.formulas import repeat_to_common_length
 from .checkpoint import write_atomic
 from .comfy_locate import find_comfy_root
@@ -74,12 +74,12 @@ def adapter_layers_of(diffusion_model: torch.nn.Module, selection: str) -> list[
     SDXL), and for "all" the UNets' res-blocks' two 2-D convolutions (the transformers have none)."""
     paths = []
     for block_type, (attention, others) in ADAPTER_BLOCKS.items():
-        paths += linear_layers(diffusion_model, selection, attention, others, block_type)
+        paths += block_layers(diffusion_model, selection, attention, others, block_type)
     if selection != "attention":
-        paths += linear_layers(diffusion_model, selection, (), ("proj_in", "proj_out"), "SpatialTransformer")
+        paths += block_layers(diffusion_model, selection, (), ("proj_in", "proj_out"), "SpatialTransformer")
     if selection == "all":
-        paths += linear_layers(diffusion_model, selection, (), ("in_layers.2", "out_layers.3"), "ResBlock",
-                               kinds=(torch.nn.Conv2d,))
+        paths += block_layers(diffusion_model, selection, (), ("in_layers.2", "out_layers.3"), "ResBlock",
+                              kinds=(torch.nn.Conv2d,))
     return sorted(paths)
 
 

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from .data import caption, make_dataset, random_named_scene, realise, render
 from .features import FeatureNet
 from .models import Autoencoder, AutoencoderConfig, DiT, DiTConfig, UNet, UNetConfig
-from ...sharpeners.adapter import linear_layers
+from ...sharpeners.adapter import block_layers
 from ...sharpeners.formulas import repeat_to_common_length
 from ...sharpeners.nag import NAGSettings, normalized_attention_guidance
 from ..memory import checkpoint_layers
@@ -145,10 +145,10 @@ class Testbed:
     def adapter_layers(self, selection: str) -> list[str]:
         """The UNet's transformers' attention projections, for "transformer" their feed-forward layers too, and for
         "all" also the res-blocks' convolutions."""
-        paths = linear_layers(self.unet, selection, ("self_qkv", "self_out", "cross_q", "cross_kv", "cross_out"),
-                              ("ff.0", "ff.2"), "DiTBlock" if self.flow else "Transformer")
+        paths = block_layers(self.unet, selection, ("self_qkv", "self_out", "cross_q", "cross_kv", "cross_out"),
+                             ("ff.0", "ff.2"), "DiTBlock" if self.flow else "Transformer")
         if selection == "all" and not self.flow:
-            paths += linear_layers(self.unet, selection, (), ("conv1", "conv2"), "ResBlock", kinds=(torch.nn.Conv2d,))
+            paths += block_layers(self.unet, selection, (), ("conv1", "conv2"), "ResBlock", kinds=(torch.nn.Conv2d,))
         return paths
 
     def checkpoint_layers(self) -> int:
