@@ -1,10 +1,9 @@
-"""training/train.py on the transformer families, SD3/SD3.5, PixArt-α/Σ, Wan 2.1 and 2.2 5B text-to-video, Chroma and
-Lumina 2,
-in the real ComfyUI: random-weight model files that ComfyUI detects as each family
+"""training/train.py on the transformer families, SD3/SD3.5, PixArt-α/Σ, Wan 2.1 and 2.2 5B text-to-video, Chroma,
+Lumina 2 and AuraFlow, in the real ComfyUI: random-weight model files that ComfyUI detects as each family
 (tools/make_random_transformer.py), loaded as a checkpoint (SD3.5) or as split files (a diffusion model, text encoders
 and a VAE, as UNETLoader, CLIPLoader and VAELoader take them).
 
-Needs COMFYUI_PATH. The T5-XXL, UMT5-XXL and Gemma 2 2B fixtures are full size (4.8, 5.7 and 2.6 GB on disk, up to
+Needs COMFYUI_PATH. The T5-XXL, UMT5-XXL, Gemma 2 2B and Pile T5-XL fixtures are full size (4.8, 5.7, 2.6 and 1.2 GB on disk, up to
 about 15 GB of memory when ComfyUI loads one on the CPU); set DICE_FIXTURE_MODELS to a folder to build the fixtures
 once and keep them between runs.
 """
@@ -43,10 +42,12 @@ FIXTURE_FILES = {"sd3": "checkpoints/tiny_sd3.safetensors", "pixart_alpha": "dif
                  "umt5xxl": "text_encoders/umt5_xxl_fp8_e4m3fn.safetensors",
                  "chroma": "diffusion_models/tiny_chroma.safetensors",
                  "lumina2": "diffusion_models/tiny_lumina2.safetensors",
-                 "gemma2_2b": "text_encoders/gemma_2_2b_fp8_e4m3fn.safetensors"}
+                 "gemma2_2b": "text_encoders/gemma_2_2b_fp8_e4m3fn.safetensors",
+                 "auraflow": "diffusion_models/tiny_auraflow.safetensors",  # written after its VAE
+                 "pile_t5xl": "text_encoders/pile_t5xl_fp8_e4m3fn.safetensors"}
 NEEDS = {"sd3": ("sd3", "t5xxl"), "pixart_alpha": ("pixart_alpha", "t5xxl"), "pixart_sigma": ("pixart_sigma", "t5xxl"),
          "wan21": ("wan21", "umt5xxl"), "wan22_5b": ("wan22_5b", "umt5xxl"), "chroma": ("chroma", "t5xxl", "sd3"),
-         "lumina2": ("lumina2", "gemma2_2b", "sd3")}
+         "lumina2": ("lumina2", "gemma2_2b", "sd3"), "auraflow": ("auraflow", "pile_t5xl")}
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +90,8 @@ def split_flags(models: Path, family: str) -> list[str]:
         clips, vae = [text / "t5xxl_fp8_e4m3fn.safetensors"], models / "vae" / "tiny_sd3_vae.safetensors"
     elif family == "lumina2":  # Gemma 2 2B and Flux's VAE
         clips, vae = [text / "gemma_2_2b_fp8_e4m3fn.safetensors"], models / "vae" / "tiny_sd3_vae.safetensors"
+    elif family == "auraflow":  # Pile T5-XL and SDXL's VAE
+        clips, vae = [text / "pile_t5xl_fp8_e4m3fn.safetensors"], models / "vae" / "tiny_sd_vae.safetensors"
     else:
         clips, vae = [text / "t5xxl_fp8_e4m3fn.safetensors"], models / "vae" / "tiny_sd_vae.safetensors"
     flags = ["--unet", str(models / "diffusion_models" / f"tiny_{family}.safetensors"), "--vae", str(vae)]
@@ -221,7 +224,7 @@ def test_pixart_split_files_train_an_adapter_that_comfyuis_lora_code_applies(mod
     assert_adapter_host_checks(figures, adapter)
 
 
-@pytest.mark.parametrize("family", ["wan21", "wan22_5b", "chroma", "lumina2"])
+@pytest.mark.parametrize("family", ["wan21", "wan22_5b", "chroma", "lumina2", "auraflow"])
 def test_more_families_train_an_adapter_that_comfyuis_lora_code_applies_at_one_call_per_step(models, tmp_path, family):
     flags = split_flags(models, family) + (WAN_FLAGS if family in WAN_FAMILIES else [])
     out, figures = train_adapter_and_check(tmp_path, flags, "64")
@@ -233,21 +236,26 @@ def test_more_families_train_an_adapter_that_comfyuis_lora_code_applies_at_one_c
         assert any("cross_attn_k" in n for n in adapter.names) and any("ffn_2" in n for n in adapter.names)
     elif family == "chroma":  # both streams of the double block, and the single block
         assert any("txt_attn_qkv" in n for n in adapter.names) and any("single_blocks_0_linear2" in n for n in adapter.names)
-    else:  # Lumina 2: the main layer and the refiners, attention and the gated feed-forward
+    elif family == "lumina2":  # the main layer and the refiners, attention and the gated feed-forward
         assert any("layers_0_attention_qkv" in n for n in adapter.names)
         assert any("context_refiner_0_feed_forward_w3" in n for n in adapter.names)
+    else:  # AuraFlow: both streams of the joint block, and the single block
+        assert any("double_layers_0_attn_w2q" in n for n in adapter.names)
+        assert any("double_layers_0_mlpC_c_proj" in n for n in adapter.names)
+        assert any("single_layers_0_mlp_c_proj" in n for n in adapter.names)
     assert_adapter_host_checks(figures, adapter)
 
 
-@pytest.mark.parametrize("family", ["wan21", "wan22_5b", "chroma", "lumina2"])
+@pytest.mark.parametrize("family", ["wan21", "wan22_5b", "chroma", "lumina2", "auraflow"])
 def test_more_families_train_a_sharpener_that_passes_the_host_checks(models, tmp_path, family):
     flags = split_flags(models, family) + (WAN_FLAGS if family in WAN_FAMILIES else [])
     out, figures = train_and_check(tmp_path, flags, "64")
     loaded = load_sharpener(out)
-    assert loaded.network.config.embed_dim == (2304 if family == "lumina2" else 4096)
+    assert loaded.network.config.embed_dim == {"lumina2": 2304, "auraflow": 2048}.get(family, 4096)
     assert loaded.info.model_family == family
-    # UMT5's prompts are all padded to 512 tokens, so Wan batches cond and uncond; Chroma's T5 and Gemma do not pad.
-    assert_host_checks(figures, batched_cfg=family in WAN_FAMILIES)
+    # UMT5 pads every prompt to 512 tokens and Pile T5 to 256, so Wan and AuraFlow batch cond and uncond; Chroma's T5
+    # and Gemma do not pad.
+    assert_host_checks(figures, batched_cfg=family in (*WAN_FAMILIES, "auraflow"))
 
 
 def test_frames_go_with_a_video_model_only(models, tmp_path):

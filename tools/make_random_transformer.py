@@ -23,8 +23,9 @@ gemma2_2b: Lumina 2's full-size Gemma 2 2B text encoder (2.6 billion weights, 2.
 sentencepiece tokenizer as for umt5xxl.
 lumina2: Lumina 2's NextDiT at its width (2304, 24 heads) with one main layer (and its two noise and two context
 refiner layers), as diffusion_models/tiny_lumina2.safetensors; its VAE is Flux's, the layout of tiny_sd3_vae.
-auraflow: AuraFlow's MMDiT at its width (3072, 12 heads) with one joint and one single block, as
-diffusion_models/tiny_auraflow.safetensors; its VAE is SDXL's, the layout of tiny_sd_vae.
+auraflow: AuraFlow's MMDiT at its width (3072, 12 heads) with one joint and one single block, its adaLN modulation
+drawn 20× larger than torch's init so that the prompt reaches the prediction, as diffusion_models/tiny_auraflow.safetensors;
+its VAE is SDXL's, vae/tiny_sd_vae.safetensors (the layout the PixArt builders write).
 pile_t5xl: AuraFlow's full-size Pile T5-XL encoder (1.2 billion weights) in fp8 e4m3fn, as
 text_encoders/pile_t5xl_fp8_e4m3fn.safetensors (ComfyUI ships its tokenizer).
 chroma: Chroma at its width (3072, 24 heads, the guidance approximator) with one double and one single block, as
@@ -264,12 +265,28 @@ def spiece_model(vocabulary: int = 800, **ids: int):
     return torch.frombuffer(bytearray(written.getvalue()), dtype=torch.uint8)
 
 
+# torch's init leaves AuraFlow's adaLN gates near 0.04, and its joint block passes the attention's output through two
+# of them (the MLP's input, then its output), so a prompt moved the fixture's prediction by 2e-6; ×20 gives gates of
+# order 1, as a trained model's are, and a prompt then moves it by about 1e-3, as on the other fixtures.
+AURAFLOW_MODULATION_GAIN = 20.0
+
+
 def build_auraflow(models: Path, seed: int) -> None:
+    """AuraFlow's MMDiT as diffusion_models/tiny_auraflow.safetensors (written last), after SDXL's VAE layout as
+    vae/tiny_sd_vae.safetensors where it is missing."""
     import torch
+    import comfy.sd
     import comfy.supported_models
 
     torch.manual_seed(seed)
     _, model = diffusion_model(comfy.supported_models.AuraFlow, auraflow_unet_config())
+    with torch.no_grad():
+        for name, parameter in model.diffusion_model.named_parameters():
+            if name.split(".")[-3:-2] in (["modC"], ["modX"], ["modCX"], ["modF"]):  # the blocks' and the final layer's
+                parameter.mul_(AURAFLOW_MODULATION_GAIN)
+    vae = models / "vae" / "tiny_sd_vae.safetensors"
+    if not vae.exists():
+        save(comfy.sd.VAE(sd=vae_state_dict(4)).get_sd(), vae)
     save(model.diffusion_model.state_dict(), models / "diffusion_models" / "tiny_auraflow.safetensors")
 
 

@@ -60,8 +60,8 @@ ADAPTER_BLOCKS = {
     "SingleStreamBlock": (("linear1", "linear2"), ()),
     # Lumina 2: the joint attention over image and Gemma tokens, and the gated MLP (also in the refiner blocks).
     "JointTransformerBlock": (("attention.qkv", "attention.out"), ("feed_forward.w1", "feed_forward.w2", "feed_forward.w3")),
-    # AuraFlow (not yet supported: its test fixture's text barely moves the prediction): both streams of the joint
-    # blocks (w1 the image's, w2 the Pile T5 tokens'; the last context stream has no MLP), then the single blocks.
+    # AuraFlow: both streams of the joint blocks (w1 the image's, w2 the Pile T5 tokens'; the last context stream has
+    # no MLP), then the single blocks.
     "MMDiTBlock": (tuple(f"attn.w{s}{p}" for s in "12" for p in "qkvo"),
                    tuple(f"{m}.{p}" for m in ("mlpX", "mlpC") for p in ("c_fc1", "c_fc2", "c_proj"))),
     "DiTBlock": (tuple(f"attn.w1{p}" for p in "qkvo"), ("mlp.c_fc1", "mlp.c_fc2", "mlp.c_proj")),

@@ -11,7 +11,7 @@ from pathlib import Path
 SUPPORTED = {"SD15": "sd15", "SD20": "sd2", "SDXL": "sdxl", "SSD1B": "sdxl", "Segmind_Vega": "sdxl",
              "KOALA_700M": "sdxl", "KOALA_1B": "sdxl", "SD3": "sd3", "PixArtAlpha": "pixart_alpha",
              "PixArtSigma": "pixart_sigma", "WAN21_T2V": "wan21", "WAN22_T2V": "wan22_5b", "Chroma": "chroma",
-             "Lumina2": "lumina2"}
+             "Lumina2": "lumina2", "AuraFlow": "auraflow"}
 # Guidance-distilled models: trained to give CFG's result from one call, so there is no CFG for DICE to learn.
 GUIDANCE_DISTILLED = {"Flux": "Flux dev", "FluxSchnell": "Flux schnell", "FluxInpaint": "Flux Fill"}
 # The UNet families, whose sampler tiles prompts of different lengths into one call.
@@ -29,14 +29,15 @@ PATCHED_INPUT = {"Chroma": 4}
 # (PixArt's own comes from its position embedding, as ComfyUI reads it).
 NATIVE_RESOLUTION = {("sd15", "eps"): 512, ("sd15", "v"): 512, ("sd2", "eps"): 512, ("sd2", "v"): 768,
                      ("sdxl", "eps"): 1024, ("sdxl", "v"): 1024, ("sd3", "flow"): 1024, ("wan21", "flow"): 480,
-                     ("wan22_5b", "flow"): 704, ("chroma", "flow"): 1024, ("lumina2", "flow"): 1024}
+                     ("wan22_5b", "flow"): 704, ("chroma", "flow"): 1024, ("lumina2", "flow"): 1024,
+                     ("auraflow", "flow"): 1024}
 # ComfyUI's ModelType names → the prediction type written into the sharpener file (Flux's type is flow matching
 # with a resolution-dependent shift; Chroma uses it).
 PREDICTION = {"EPS": "eps", "V_PREDICTION": "v", "FLOW": "flow", "FLUX": "flow"}
 # The text encoders each family's diffusion model loads with, for --clip-type's default (as CLIPLoader's "type").
 CLIP_TYPE = {"sd15": "stable_diffusion", "sd2": "stable_diffusion", "sdxl": "stable_diffusion", "sd3": "sd3",
              "pixart_alpha": "pixart", "pixart_sigma": "pixart", "wan21": "wan", "wan22_5b": "wan", "chroma": "chroma",
-             "lumina2": "lumina2"}
+             "lumina2": "lumina2", "auraflow": "stable_diffusion"}  # ComfyUI tells Pile T5-XL by its weights
 
 
 @dataclass
@@ -129,8 +130,8 @@ def model_family(loaded: LoadedModel, flag: str) -> str:
                          "CFG (its guidance is an input), so there is no CFG for a sharpener to learn")
     if kind not in SUPPORTED:
         raise SystemExit(f"{where}: a {kind} model; this trainer supports SD1.x, SD2.x, SDXL, SD3/SD3.5, "
-                         f"PixArt-α/Σ, Wan 2.1 text-to-video (and Wan 2.2 14B, which loads as it), Wan 2.2 5B, Chroma "
-                         f"and Lumina 2 ({', '.join(SUPPORTED)}), the families a host test shows it on")
+                         f"PixArt-α/Σ, Wan 2.1 text-to-video (and Wan 2.2 14B, which loads as it), Wan 2.2 5B, Chroma, "
+                         f"Lumina 2 and AuraFlow ({', '.join(SUPPORTED)}), the families a host test shows it on")
     # ComfyUI's inpaint_model() asks for more than 4 input channels, which SD3's 16-channel latent has anyway.
     channels = config.unet_config.get("in_channels", config.unet_config.get("in_dim", 0)) // PATCHED_INPUT.get(kind, 1)
     if channels > config.latent_format.latent_channels:
