@@ -4,14 +4,15 @@ UNet-call equivalents, on the testbed.
     python bench/samples_needed.py --steps 250,500,1000,2000,4000 --prompt-seed 31 --prompts 500
     python bench/samples_needed.py --train adapter --inputs cfg-runs --steps 100,200,400,800,1600 --prompt-seed 2026
 
-Trains the main job's sharpener (batch 32) or adapter (batch 64, the knob as scripts/run.sh trains it), lr 1e-3,
-constant, in stages, each resuming the last exactly (the same as one long run), keeps the file of every stage and its
-run summary (the trainer's held-out distance and its UNet-call equivalents a sample), then scores each on
-bench/frontier.py at the given budgets against unguided sampling and CFG (adapters at strength 1, the knob's w = 5).
-With --init-adapter every stage starts from that file (the curve of a fine-tune). Prints the frontier's table and,
-per stage, samples, call equivalents, the gap to CFG closed at each budget and, for adapters, whether the pack's bar
-is met (bench/frontier.py); one JSON object on the last line. --also STEPS=FILE adds a file trained elsewhere with
-the same settings as one more point (its summary read from runs/<its stem>/summary.json when there).
+Trains the main job's sharpener (batch 32) or adapter (batch 64, the knob as the trainer trains it by default;
+--adapter-layers all as scripts/run.sh does), lr 1e-3, constant, in stages, each resuming the last exactly (the same as
+one long run), keeps the file of every stage and its run summary (the trainer's held-out distance and its UNet-call
+equivalents a sample), then scores each on bench/frontier.py at the given budgets against unguided sampling and CFG
+(adapters at strength 1, the knob's w = 5). With --init-adapter every stage starts from that file (the curve of a
+fine-tune). Prints the frontier's table and, per stage, samples, call equivalents, the gap to CFG closed at each budget
+and, for adapters, whether the pack's bar is met (bench/frontier.py); one JSON object on the last line. --also
+STEPS=FILE adds a file trained elsewhere with the same settings as one more point (its summary read from runs/<its
+stem>/summary.json when there).
 """
 from __future__ import annotations
 
@@ -43,6 +44,7 @@ def train_stages(options, stages: list[int]) -> list[Path]:
         if options.train == "adapter":
             command += ["--train", "adapter", "--inputs", options.inputs]
             command += ["--init-adapter", options.init_adapter] if options.init_adapter else []
+            command += ["--adapter-layers", options.adapter_layers] if options.adapter_layers else []
         subprocess.run(command + (["--resume"] if index else []), check=True)
         summary = Path(options.runs) / options.name / "summary.json"
         out.with_suffix(".json").write_text(summary.read_text())
@@ -63,6 +65,7 @@ def main() -> None:
     parser.add_argument("--inputs", choices=["forward", "cfg-runs"], default=None, help="with an adapter (default "
                         "cfg-runs, the trainer's)")
     parser.add_argument("--init-adapter", help="with an adapter: every stage starts from this file")
+    parser.add_argument("--adapter-layers", help="with an adapter: the trainer's --adapter-layers (scripts/run.sh: all)")
     parser.add_argument("--steps", default="250,500,1000,2000,4000", help="the stages' step counts, ascending")
     parser.add_argument("--also", action="append", default=[], metavar="STEPS=FILE",
                         help="a file trained elsewhere for STEPS steps with the same settings, one more point")
@@ -74,8 +77,8 @@ def main() -> None:
     parser.add_argument("--runs", default=str(PACK_ROOT / "runs"))
     parser.add_argument("--name", default="samples_needed")
     options = parser.parse_args()
-    if options.train != "adapter" and (options.init_adapter or options.inputs):
-        parser.error("--inputs and --init-adapter go with --train adapter")
+    if options.train != "adapter" and (options.init_adapter or options.inputs or options.adapter_layers):
+        parser.error("--inputs, --init-adapter and --adapter-layers go with --train adapter")
     options.inputs = options.inputs or "cfg-runs"
     batch = BATCH[options.train]
     budgets = options.budgets or ("10,16,20" if options.train == "adapter" else "10,20")
