@@ -3,9 +3,9 @@ Lumina 2 and AuraFlow, in the real ComfyUI: random-weight model files that Comfy
 (tools/make_random_transformer.py), loaded as a checkpoint (SD3.5) or as split files (a diffusion model, text encoders
 and a VAE, as UNETLoader, CLIPLoader and VAELoader take them).
 
-Needs COMFYUI_PATH. The T5-XXL, UMT5-XXL, Gemma 2 2B and Pile T5-XL fixtures are full size (4.8, 5.7, 2.6 and 1.2 GB on disk, up to
-about 15 GB of memory when ComfyUI loads one on the CPU); set DICE_FIXTURE_MODELS to a folder to build the fixtures
-once and keep them between runs.
+Needs COMFYUI_PATH. The T5-XXL, UMT5-XXL, Gemma 2 2B and Pile T5-XL fixtures are full size (4.8, 5.7, 2.6 and 1.2 GB
+on disk, up to about 15 GB of memory when ComfyUI loads one on the CPU); set DICE_FIXTURE_MODELS to a folder to build
+the fixtures once and keep them between runs.
 """
 from __future__ import annotations
 

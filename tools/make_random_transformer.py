@@ -24,8 +24,8 @@ sentencepiece tokenizer as for umt5xxl.
 lumina2: Lumina 2's NextDiT at its width (2304, 24 heads) with one main layer (and its two noise and two context
 refiner layers), as diffusion_models/tiny_lumina2.safetensors; its VAE is Flux's, the layout of tiny_sd3_vae.
 auraflow: AuraFlow's MMDiT at its width (3072, 12 heads) with one joint and one single block, its adaLN modulation
-drawn 20× larger than torch's init so that the prompt reaches the prediction, as diffusion_models/tiny_auraflow.safetensors;
-its VAE is SDXL's, vae/tiny_sd_vae.safetensors (the layout the PixArt builders write).
+drawn 20× larger than torch's init so that the prompt reaches the prediction, as
+diffusion_models/tiny_auraflow.safetensors; its VAE is SDXL's, vae/tiny_sd_vae.safetensors (as for PixArt).
 pile_t5xl: AuraFlow's full-size Pile T5-XL encoder (1.2 billion weights) in fp8 e4m3fn, as
 text_encoders/pile_t5xl_fp8_e4m3fn.safetensors (ComfyUI ships its tokenizer).
 chroma: Chroma at its width (3072, 24 heads, the guidance approximator) with one double and one single block, as
@@ -183,13 +183,19 @@ def build_sd3(models: Path, seed: int) -> None:
 
 def build_pixart(models: Path, family: str, seed: int) -> None:
     import torch
-    import comfy.sd
     import comfy.supported_models
 
     torch.manual_seed(seed)
     config_class = comfy.supported_models.PixArtAlpha if family == "pixart_alpha" else comfy.supported_models.PixArtSigma
     _, model = diffusion_model(config_class, pixart_unet_config(family))
     save(model.diffusion_model.state_dict(), models / "diffusion_models" / f"tiny_{family}.safetensors")
+    write_sd_vae(models)
+
+
+def write_sd_vae(models: Path) -> None:
+    """The 4-channel SD VAE (PixArt's and AuraFlow's) as vae/tiny_sd_vae.safetensors, unless it is there."""
+    import comfy.sd
+
     vae = models / "vae" / "tiny_sd_vae.safetensors"
     if not vae.exists():
         save(comfy.sd.VAE(sd=vae_state_dict(4)).get_sd(), vae)
@@ -275,18 +281,15 @@ def build_auraflow(models: Path, seed: int) -> None:
     """AuraFlow's MMDiT as diffusion_models/tiny_auraflow.safetensors (written last), after SDXL's VAE layout as
     vae/tiny_sd_vae.safetensors where it is missing."""
     import torch
-    import comfy.sd
     import comfy.supported_models
 
     torch.manual_seed(seed)
     _, model = diffusion_model(comfy.supported_models.AuraFlow, auraflow_unet_config())
     with torch.no_grad():
-        for name, parameter in model.diffusion_model.named_parameters():
-            if name.split(".")[-3:-2] in (["modC"], ["modX"], ["modCX"], ["modF"]):  # the blocks' and the final layer's
-                parameter.mul_(AURAFLOW_MODULATION_GAIN)
-    vae = models / "vae" / "tiny_sd_vae.safetensors"
-    if not vae.exists():
-        save(comfy.sd.VAE(sd=vae_state_dict(4)).get_sd(), vae)
+        for name, module in model.diffusion_model.named_modules():
+            if name.rsplit(".", 1)[-1] in ("modC", "modX", "modCX", "modF"):  # SiLU, then the Linear that modulates
+                module[1].weight.mul_(AURAFLOW_MODULATION_GAIN)
+    write_sd_vae(models)
     save(model.diffusion_model.state_dict(), models / "diffusion_models" / "tiny_auraflow.safetensors")
 
 
