@@ -1,5 +1,5 @@
 """How large a guidance adapter is for SD1.5's and SDXL's full UNets and for the real-size SD3.5 medium and large
-MMDiTs, PixArt-α/Σ XL, Wan 2.1 1.3B and 14B, Wan 2.2 5B, Chroma, Lumina 2 and AuraFlow transformers, by rank and layer selection.
+MMDiTs, PixArt-α/Σ XL, Wan 2.1 1.3B and 14B, Wan 2.2 5B, Chroma, Lumina 2, AuraFlow and Qwen-Image transformers, by rank and layer selection.
 Run with ComfyUI's Python:
 
     python bench/adapter_size.py --comfy-root <ComfyUI>
@@ -77,6 +77,14 @@ def main() -> None:
         return aura_mmdit.MMDiT(**auraflow_unet_config(4, 28, 96 ** 2), dtype=torch.float32, device="meta",
                                 operations=comfy.ops.disable_weight_init)
 
+    import comfy.ldm.qwen_image.model as qwen_model
+    from dice_pack.tools.make_random_transformer import qwen_image_unet_config
+
+    def qwen_image():  # Qwen-Image: 60 joint blocks
+        config = {k: v for k, v in qwen_image_unet_config(60).items() if k != "image_model"}
+        return qwen_model.QwenImageTransformer2DModel(**config, dtype=torch.float32, device="meta",
+                                                      operations=comfy.ops.disable_weight_init)
+
     def pixart():
         return pixartms.PixArtMS(**pixart_unet_config("pixart_sigma", 28), dtype=torch.float32, device="meta",
                                  operations=comfy.ops.disable_weight_init)
@@ -92,7 +100,8 @@ def main() -> None:
               ("wan2.2-5b", lambda: wan(dim=3072, ffn_dim=14336, num_heads=24, num_layers=30, in_dim=48, out_dim=48), 4096),
               ("chroma", chroma, 4096),
               ("lumina2", lumina2, 2304),
-              ("auraflow", auraflow, 2048))
+              ("auraflow", auraflow, 2048),
+              ("qwen-image", qwen_image, 3584))
     rows = []
     for family, build, width in models:
         model = build()  # its layers on the meta device (PixArt's stochastic-depth rule needs a real linspace)

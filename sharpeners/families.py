@@ -26,6 +26,7 @@ FAMILIES = {
     "chroma": ConditioningShape("Chroma (T5-XXL, no pooled output)", 4096, None),
     "lumina2": ConditioningShape("Lumina 2 (Gemma 2 2B, no pooled output)", 2304, None),
     "auraflow": ConditioningShape("AuraFlow (Pile T5-XL, no pooled output)", 2048, None),
+    "qwen_image": ConditioningShape("Qwen-Image (Qwen2.5-VL 7B, no pooled output)", 3584, None),
 }
 # Families whose conditioning shares a width with another one, told apart by the pooled output; and the guidance-
 # distilled Flux, whose conditioning DICE refuses to train for but which users may wire in by mistake.

@@ -1,5 +1,5 @@
 """training/train.py on the transformer families, SD3/SD3.5, PixArt-α/Σ, Wan 2.1 and 2.2 5B text-to-video, Chroma,
-Lumina 2 and AuraFlow, in the real ComfyUI: random-weight model files that ComfyUI detects as each family
+Lumina 2, AuraFlow and Qwen-Image, in the real ComfyUI: random-weight model files that ComfyUI detects as each family
 (tools/make_random_transformer.py), loaded as a checkpoint (SD3.5) or as split files (a diffusion model, text encoders
 and a VAE, as UNETLoader, CLIPLoader and VAELoader take them).
 
@@ -44,10 +44,18 @@ FIXTURE_FILES = {"sd3": "checkpoints/tiny_sd3.safetensors", "pixart_alpha": "dif
                  "lumina2": "diffusion_models/tiny_lumina2.safetensors",
                  "gemma2_2b": "text_encoders/gemma_2_2b_fp8_e4m3fn.safetensors",
                  "auraflow": "diffusion_models/tiny_auraflow.safetensors",  # written after its VAE
-                 "pile_t5xl": "text_encoders/pile_t5xl_fp8_e4m3fn.safetensors"}
+                 "pile_t5xl": "text_encoders/pile_t5xl_fp8_e4m3fn.safetensors",
+                 "qwen_image": "diffusion_models/tiny_qwen_image.safetensors"}  # written after Wan 2.1's VAE
 NEEDS = {"sd3": ("sd3", "t5xxl"), "pixart_alpha": ("pixart_alpha", "t5xxl"), "pixart_sigma": ("pixart_sigma", "t5xxl"),
          "wan21": ("wan21", "umt5xxl"), "wan22_5b": ("wan22_5b", "umt5xxl"), "chroma": ("chroma", "t5xxl", "sd3"),
-         "lumina2": ("lumina2", "gemma2_2b", "sd3"), "auraflow": ("auraflow", "pile_t5xl")}
+         "lumina2": ("lumina2", "gemma2_2b", "sd3"), "auraflow": ("auraflow", "pile_t5xl"),
+         "qwen_image": ("qwen_image",)}
+# Qwen2.5-VL 7B, Qwen-Image's text encoder, is not built here (ComfyUI builds it from a fixed config, 7.75 billion
+# weights; T5-XXL's 4.8 billion already put a run at 15 GB); its runs take conditioning of its shape from a
+# --text-embeddings file instead: 3584 wide, the prompt's words and the 5 tokens of Qwen's chat template that ComfyUI
+# keeps after the prompt.
+QWEN_WIDTH, QWEN_TEMPLATE_TOKENS = 3584, 5
+CHECK_PROMPT = "a red fox in the snow"  # tests/host_checks/teacher_matches_ksampler.py's default prompt
 
 
 @pytest.fixture(scope="module")
@@ -77,9 +85,28 @@ def prompts(folder: Path) -> Path:
     return path
 
 
-def split_flags(models: Path, family: str) -> list[str]:
-    """--unet, --clip and --vae for a family's split files (built if missing)."""
+def qwen_embeddings(folder: Path) -> Path:
+    """A --text-embeddings file of Qwen2.5-VL's shape for the test prompts, the check's prompt and the empty prompt."""
+    import torch
+
+    from dice_pack.training.text_embeddings import write_text_embeddings
+
+    generator = torch.Generator().manual_seed(0)
+    lines = prompts(folder).read_text().splitlines()
+    encoded = {p: {"tensor": torch.randn(1, len(p.split()) + QWEN_TEMPLATE_TOKENS, QWEN_WIDTH, generator=generator)}
+               for p in ["", CHECK_PROMPT, *lines]}
+    path = folder / "qwen_image_prompts.safetensors"
+    write_text_embeddings(path, encoded, "qwen_image", ["qwen_2.5_vl_7b (not built: conditioning of its shape)"])
+    return path
+
+
+def split_flags(models: Path, family: str, folder: Path | None = None) -> list[str]:
+    """--unet, --clip (or, for Qwen-Image, --text-embeddings written into folder) and --vae for a family's split files
+    (built if missing)."""
     text = need(models, family) / "text_encoders"
+    if family == "qwen_image":  # Wan 2.1's VAE layout
+        return ["--unet", str(models / "diffusion_models" / "tiny_qwen_image.safetensors"), "--vae",
+                str(models / "vae" / "tiny_wan21_vae.safetensors"), "--text-embeddings", str(qwen_embeddings(folder))]
     if family == "sd3":
         clips = [text / "clip_l.safetensors", text / "clip_g.safetensors", text / "t5xxl_fp8_e4m3fn.safetensors"]
         vae = models / "vae" / "tiny_sd3_vae.safetensors"
@@ -170,7 +197,7 @@ def test_split_files_need_their_text_encoders_and_vae_and_bad_names_are_named(mo
     assert absent.returncode != 0 and "--clip no_such_t5.safetensors: neither a file nor a name in models/text_encoders" \
         in absent.stderr
     stray = run("training/train.py", "--testbed", "--vae", "x.safetensors", timeout=600)
-    assert stray.returncode != 0 and "--clip, --clip-type and --vae go with --unet" in stray.stderr
+    assert stray.returncode != 0 and "--clip, --clip-type, --text-embeddings and --vae go with --unet" in stray.stderr
 
 
 def train_adapter_and_check(tmp_path: Path, model_flags: list[str], resolution: str) -> tuple[Path, dict]:
@@ -224,9 +251,9 @@ def test_pixart_split_files_train_an_adapter_that_comfyuis_lora_code_applies(mod
     assert_adapter_host_checks(figures, adapter)
 
 
-@pytest.mark.parametrize("family", ["wan21", "wan22_5b", "chroma", "lumina2", "auraflow"])
+@pytest.mark.parametrize("family", ["wan21", "wan22_5b", "chroma", "lumina2", "auraflow", "qwen_image"])
 def test_more_families_train_an_adapter_that_comfyuis_lora_code_applies_at_one_call_per_step(models, tmp_path, family):
-    flags = split_flags(models, family) + (WAN_FLAGS if family in WAN_FAMILIES else [])
+    flags = split_flags(models, family, tmp_path) + (WAN_FLAGS if family in WAN_FAMILIES else [])
     out, figures = train_adapter_and_check(tmp_path, flags, "64")
     adapter = load_adapter(out)
     assert adapter.info.model_family == family and adapter.info.prediction_type == "flow"
@@ -239,6 +266,9 @@ def test_more_families_train_an_adapter_that_comfyuis_lora_code_applies_at_one_c
     elif family == "lumina2":  # the main layer and the refiners, attention and the gated feed-forward
         assert any("layers_0_attention_qkv" in n for n in adapter.names)
         assert any("context_refiner_0_feed_forward_w3" in n for n in adapter.names)
+    elif family == "qwen_image":  # an image in a one-frame video latent; both streams' attention and MLPs
+        assert figures["latent_shape"] == [16, 1, 8, 8]
+        assert any("attn_add_k_proj" in n for n in adapter.names) and any("txt_mlp_net_2" in n for n in adapter.names)
     else:  # AuraFlow: both streams of the joint block, and the single block
         assert any("double_layers_0_attn_w2q" in n for n in adapter.names)
         assert any("double_layers_0_mlpC_c_proj" in n for n in adapter.names)
@@ -246,12 +276,12 @@ def test_more_families_train_an_adapter_that_comfyuis_lora_code_applies_at_one_c
     assert_adapter_host_checks(figures, adapter)
 
 
-@pytest.mark.parametrize("family", ["wan21", "wan22_5b", "chroma", "lumina2", "auraflow"])
+@pytest.mark.parametrize("family", ["wan21", "wan22_5b", "chroma", "lumina2", "auraflow", "qwen_image"])
 def test_more_families_train_a_sharpener_that_passes_the_host_checks(models, tmp_path, family):
-    flags = split_flags(models, family) + (WAN_FLAGS if family in WAN_FAMILIES else [])
+    flags = split_flags(models, family, tmp_path) + (WAN_FLAGS if family in WAN_FAMILIES else [])
     out, figures = train_and_check(tmp_path, flags, "64")
     loaded = load_sharpener(out)
-    assert loaded.network.config.embed_dim == {"lumina2": 2304, "auraflow": 2048}.get(family, 4096)
+    assert loaded.network.config.embed_dim == {"lumina2": 2304, "auraflow": 2048, "qwen_image": QWEN_WIDTH}.get(family, 4096)
     assert loaded.info.model_family == family
     # UMT5 pads every prompt to 512 tokens and Pile T5 to 256, so Wan and AuraFlow batch cond and uncond; Chroma's T5
     # and Gemma do not pad.
@@ -274,3 +304,38 @@ def test_negatives_are_refused_on_a_transformer_by_name(models, tmp_path):
     done = run("training/train.py", "--ckpt", str(sd3_checkpoint(models)), "--train", "adapter",
                "--negatives", str(negatives), "--runs", str(tmp_path), "--data", str(prompts(tmp_path)), timeout=600)
     assert done.returncode != 0 and "--negatives: not for sd3 yet" in done.stderr
+
+
+def test_prompts_encoded_once_train_as_the_text_encoders_do_and_a_wrong_file_is_named(models, tmp_path):
+    """training/encode_prompts.py with SD3's CLIP-L and CLIP-G, then train.py --text-embeddings: the same sharpener,
+    weight for weight, as a run that encodes with the text encoders itself."""
+    import torch
+    from safetensors.torch import load_file
+
+    text = need(models, "sd3") / "text_encoders"
+    clips = ["--clip", str(text / "clip_l.safetensors"), "--clip", str(text / "clip_g.safetensors")]
+    data, embeddings = prompts(tmp_path), tmp_path / "sd3_prompts.safetensors"
+    done = run("training/encode_prompts.py", *clips, "--clip-type", "sd3", "--data", str(data), "--out", str(embeddings))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "5 prompts' conditioning (4096 wide)" in done.stdout  # the four of --data and the empty prompt
+    model = ["--unet", str(models / "diffusion_models" / "tiny_sd3.safetensors"), "--vae",
+             str(models / "vae" / "tiny_sd3_vae.safetensors")]
+    trained = {}
+    for name, text_flags in (("clip", clips), ("file", ["--text-embeddings", str(embeddings)])):
+        trained[name] = tmp_path / f"{name}.safetensors"
+        done = run("training/train.py", *model, *text_flags, "--data", str(data), "--runs", str(tmp_path / name),
+                   "--resolution", "64", "--steps", "2", "--batch", "2", "--eval-batch", "2", "--out", str(trained[name]))
+        assert done.returncode == 0, done.stderr[-3000:]
+    from_clip, from_file = load_file(trained["clip"]), load_file(trained["file"])
+    assert from_clip.keys() == from_file.keys() and all(torch.equal(from_clip[k], from_file[k]) for k in from_clip)
+    # Another family's width, or a prompt the file lacks: named before any training.
+    qwen = ["--unet", str(need(models, "qwen_image") / "diffusion_models" / "tiny_qwen_image.safetensors"), "--vae",
+            str(models / "vae" / "tiny_wan21_vae.safetensors")]
+    wrong = run("training/train.py", *qwen, "--text-embeddings", str(embeddings), "--data", str(data),
+                "--runs", str(tmp_path / "wrong"), timeout=600)
+    assert wrong.returncode != 0 and "4096-wide conditioning (from sd3 text encoders), but Qwen-Image" in wrong.stderr
+    more = tmp_path / "more.txt"
+    more.write_text(data.read_text() + "a blue heron\n")
+    lacking = run("training/train.py", *model, "--text-embeddings", str(embeddings), "--data", str(more),
+                  "--runs", str(tmp_path / "lacking"), timeout=600)
+    assert lacking.returncode != 0 and "lacks 1 of the prompts this run needs (the first: 'a blue heron'" in lacking.stderr

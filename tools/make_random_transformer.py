@@ -1,6 +1,6 @@
 """Build random-weight transformer model files that ComfyUI detects as SD3/SD3.5, PixArt-α/Σ, Wan 2.1, Wan 2.2 5B,
-Lumina 2, AuraFlow or Chroma, with their text encoders, by ComfyUI's own classes, into a models folder laid out as ComfyUI's
-(diffusion_models/, text_encoders/, vae/, checkpoints/).
+Lumina 2, AuraFlow, Qwen-Image or Chroma, with their text encoders, by ComfyUI's own classes, into a models folder laid
+out as ComfyUI's (diffusion_models/, text_encoders/, vae/, checkpoints/).
 
 sd3: an SD3.5-medium-shaped MMDiT (RMS q/k norm, the MMDiT-X self-attention block on layer 0) of depth 2 (hidden
 128; ComfyUI reads the depth from the weights), as diffusion_models/tiny_sd3.safetensors and, with full-size CLIP-L
@@ -28,6 +28,10 @@ drawn 20× larger than torch's init so that the prompt reaches the prediction, a
 diffusion_models/tiny_auraflow.safetensors; its VAE is SDXL's, vae/tiny_sd_vae.safetensors (as for PixArt).
 pile_t5xl: AuraFlow's full-size Pile T5-XL encoder (1.2 billion weights) in fp8 e4m3fn, as
 text_encoders/pile_t5xl_fp8_e4m3fn.safetensors (ComfyUI ships its tokenizer).
+qwen_image: Qwen-Image's MMDiT at its width (3072, 24 heads, text 3584 wide) with one joint block, as
+diffusion_models/tiny_qwen_image.safetensors, and Wan 2.1's VAE as for wan21 (Qwen-Image's has its layout). Its text
+encoder, Qwen2.5-VL 7B, is not built: ComfyUI builds it from a fixed config (7.75 billion weights); the host tests give
+the model conditioning of its shape through train.py --text-embeddings.
 chroma: Chroma at its width (3072, 24 heads, the guidance approximator) with one double and one single block, as
 diffusion_models/tiny_chroma.safetensors; its VAE is Flux's 16-channel one, the layout of vae/tiny_sd3_vae.safetensors.
 
@@ -201,12 +205,17 @@ def write_sd_vae(models: Path) -> None:
         save(comfy.sd.VAE(sd=vae_state_dict(4)).get_sd(), vae)
 
 
-def build_wan21(models: Path, seed: int) -> None:
-    import comfy.supported_models
+def wan21_vae():
+    """The VAE layout comfy.sd.VAE builds for a Wan 2.1 VAE file (it tells it by decoder.middle.0.residual.0.gamma)."""
     from comfy.ldm.wan.vae import WanVAE
 
-    # The VAE layout comfy.sd.VAE builds for a Wan 2.1 VAE file (it tells it by decoder.middle.0.residual.0.gamma).
-    build_wan(models, seed, "wan21", comfy.supported_models.WAN21_T2V, wan21_unet_config(), WanVAE(dim=96, z_dim=16, **WAN_VAE))
+    return WanVAE(dim=96, z_dim=16, **WAN_VAE)
+
+
+def build_wan21(models: Path, seed: int) -> None:
+    import comfy.supported_models
+
+    build_wan(models, seed, "wan21", comfy.supported_models.WAN21_T2V, wan21_unet_config(), wan21_vae())
 
 
 def build_wan22_5b(models: Path, seed: int) -> None:
@@ -230,13 +239,19 @@ def build_wan(models: Path, seed: int, name: str, config_class, unet_config: dic
     torch.manual_seed(seed)
     _, model = diffusion_model(config_class, unet_config)
     save(model.diffusion_model.state_dict(), models / "diffusion_models" / f"tiny_{name}.safetensors")
+    write_wan_vae(vae, models / "vae" / f"tiny_{vae_name or name}_vae.safetensors")
+
+
+def write_wan_vae(vae, path: Path) -> None:
+    """A Wan VAE, random with its RMS norms at scale 1, in fp16."""
+    import torch
+
     randomise(vae)
     with torch.no_grad():
         for key, parameter in vae.named_parameters():
             if key.endswith("gamma"):  # its RMS norms' scale
                 parameter.fill_(1.0)
-    save({k: v.to(torch.float16) for k, v in vae.state_dict().items()},
-         models / "vae" / f"tiny_{vae_name or name}_vae.safetensors")
+    save({k: v.to(torch.float16) for k, v in vae.state_dict().items()}, path)
 
 
 def build_chroma(models: Path, seed: int) -> None:
@@ -293,6 +308,26 @@ def build_auraflow(models: Path, seed: int) -> None:
     save(model.diffusion_model.state_dict(), models / "diffusion_models" / "tiny_auraflow.safetensors")
 
 
+def qwen_image_unet_config(depth: int = 1) -> dict:
+    """Qwen-Image's MMDiT as ComfyUI's detection reads it back (its width is fixed there: 3072, 24 heads, text 3584
+    wide), at `depth` joint blocks."""
+    return {"image_model": "qwen_image", "in_channels": 64, "num_layers": depth}
+
+
+def build_qwen_image(models: Path, seed: int) -> None:
+    """Qwen-Image's MMDiT as diffusion_models/tiny_qwen_image.safetensors (written last), after Wan 2.1's VAE (Qwen-Image's
+    own has its layout) as vae/tiny_wan21_vae.safetensors where it is missing."""
+    import torch
+    import comfy.supported_models
+
+    torch.manual_seed(seed)
+    _, model = diffusion_model(comfy.supported_models.QwenImage, qwen_image_unet_config())
+    vae = models / "vae" / "tiny_wan21_vae.safetensors"
+    if not vae.is_file():
+        write_wan_vae(wan21_vae(), vae)
+    save(model.diffusion_model.state_dict(), models / "diffusion_models" / "tiny_qwen_image.safetensors")
+
+
 def build_t5(models: Path, seed: int, family: str) -> None:
     """Shapes from ComfyUI's T5 (T5-XXL, UMT5-XXL, Pile T5-XL) built on the meta device; each weight drawn in fp32 one
     at a time and stored in fp8."""
@@ -347,7 +382,7 @@ def build_gemma2_2b(models: Path, seed: int) -> None:
 
 
 BUILDERS = {"sd3": build_sd3, "wan21": build_wan21, "wan22_5b": build_wan22_5b, "chroma": build_chroma, "gemma2_2b": build_gemma2_2b,
-            "lumina2": build_lumina2, "auraflow": build_auraflow}
+            "lumina2": build_lumina2, "auraflow": build_auraflow, "qwen_image": build_qwen_image}
 FAMILIES = ("pixart_alpha", "pixart_sigma", *T5_ENCODERS, *BUILDERS)
 
 

@@ -70,6 +70,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--clip-type", help="with --unet: what the text encoders are for, as CLIPLoader's type "
                    "(stable_diffusion, sd3, pixart, ...; default: the diffusion model's own family)")
     p.add_argument("--vae", help="with --unet: the VAE file, a name in models/vae or a path")
+    p.add_argument("--text-embeddings", metavar="FILE", help="with --unet, in place of --clip: the prompts' "
+                   "conditioning from a file python training/encode_prompts.py wrote, so the text encoder need not be "
+                   "in memory beside the model (Qwen-Image's Qwen2.5-VL 7B)")
     p.add_argument("--data", help="images with .txt captions, a metadata.jsonl, a COCO captions JSON, or a prompts .txt "
                    "(default with --ckpt: the pack's own prompts, training/prompts/sd_prompts.txt)")
     p.add_argument("--comfy-root", default=os.environ.get("COMFYUI_PATH"), help="ComfyUI folder (default: found "
@@ -219,8 +222,12 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 1) // world))
     if torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))  # before ComfyUI picks its device
-    if not args.unet and (args.clip or args.clip_type or args.vae):
-        raise SystemExit("--clip, --clip-type and --vae go with --unet (a checkpoint holds its own text encoders and VAE)")
+    if not args.unet and (args.clip or args.clip_type or args.vae or args.text_embeddings):
+        raise SystemExit("--clip, --clip-type, --text-embeddings and --vae go with --unet (a checkpoint holds its own "
+                         "text encoders and VAE)")
+    if args.text_embeddings and (args.clip or args.clip_type or args.clip_skip != 1):
+        raise SystemExit("--text-embeddings holds what the text encoders gave: give --clip, --clip-type and "
+                         "--clip-skip to python training/encode_prompts.py, not with it")
     if args.testbed and args.frames is not None:
         raise SystemExit("--frames goes with --ckpt or --unet of a video model (Wan); the testbeds make images")
     if args.micro_batch < 0:

@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..sharpeners.adapter import block_layers
+from ..sharpeners.families import FAMILIES
 from ..sharpeners.formulas import repeat_to_common_length
 from .checkpoint import write_atomic
 from .comfy_locate import find_comfy_root
@@ -25,6 +26,7 @@ from .memory import checkpoint_layers
 from .precision import PRECISIONS
 from .progress import Progress
 from .sampler import sample
+from .text_embeddings import ClipText, TextEmbeddingsFile
 
 # Prompts for --ckpt without --data: written for the pack, the way people prompt SD1.5 and SDXL checkpoints.
 SHIPPED_PROMPTS = Path(__file__).resolve().parent / "prompts" / "sd_prompts.txt"
@@ -65,6 +67,10 @@ ADAPTER_BLOCKS = {
     "MMDiTBlock": (tuple(f"attn.w{s}{p}" for s in "12" for p in "qkvo"),
                    tuple(f"{m}.{p}" for m in ("mlpX", "mlpC") for p in ("c_fc1", "c_fc2", "c_proj"))),
     "DiTBlock": (tuple(f"attn.w1{p}" for p in "qkvo"), ("mlp.c_fc1", "mlp.c_fc2", "mlp.c_proj")),
+    # Qwen-Image: both streams of the joint attention (to_* the image's, add_* the Qwen2.5-VL tokens'), both MLPs.
+    "QwenImageTransformerBlock": (tuple(f"attn.{p}" for p in ("to_q", "to_k", "to_v", "to_out.0", "add_q_proj",
+                                                                "add_k_proj", "add_v_proj", "to_add_out")),
+                                  tuple(f"{m}.net.{p}" for m in ("img_mlp", "txt_mlp") for p in ("0.proj", "2"))),
 }
 
 
@@ -100,18 +106,14 @@ def load_image(path: Path, resolution: int) -> np.ndarray | None:
         return None
 
 
-def clip_skip_key(clip) -> str:
-    """The CLIP layer in use, so cached images made with another clip skip are not reused."""
-    return str(getattr(clip, "layer_idx", None))
-
-
 class ComfyBackend:
     """DiffusionBackend over a ComfyUI model patcher, CLIP and VAE."""
 
-    def __init__(self, comfy: dict, patcher, clip, vae, examples: list[Example], cache: Path, resolution: int,
-                 guidance: float, clip_skip: int, model_key: str, text_key: str | None = None,
-                 frames: int | None = None, copy_saved_tensors: bool = False) -> None:
-        self.comfy, self.patcher, self.clip, self.vae = comfy, patcher, clip, vae
+    def __init__(self, comfy: dict, patcher, text: ClipText | TextEmbeddingsFile, vae, examples: list[Example],
+                 cache: Path, resolution: int, guidance: float, clip_skip: int, model_key: str,
+                 text_key: str | None = None, frames: int | None = None, copy_saved_tensors: bool = False) -> None:
+        self.comfy, self.patcher, self.text, self.vae = comfy, patcher, text, vae
+        self.clip = getattr(text, "clip", None)  # None where the prompts' conditioning comes from a file
         comfy["comfy.model_management"].load_models_gpu([patcher])
         self.model = patcher.model
         self.model.requires_grad_(False)
@@ -132,6 +134,8 @@ class ComfyBackend:
         self.latent_shape = (channels, side, side)
         if frames is not None:  # a clip: the VAE's temporal compression as ComfyUI's empty video latents count it
             self.latent_shape = (channels, int(vae.downscale_ratio[0](frames)), side, side)
+        elif self.model.latent_format.latent_dimensions == 3:  # an image in a video latent (Qwen-Image): one frame
+            self.latent_shape = (channels, 1, side, side)
         # What the model's own extra_conds builds from the empty prompt: whether the pooled output reaches the model
         # (SDXL's and SD3's y) and whether its sampler may tile two contexts into one call (CONDCrossAttn).
         probe = self._model_conds(torch.zeros(1, *self.latent_shape), null["tensor"], null.get("pooled"))
@@ -152,9 +156,7 @@ class ComfyBackend:
             return None
         by_shape: dict[tuple, list[int]] = {}
         for index, example in enumerate(self.examples):
-            tokens = self.clip.tokenize(example.caption)
-            shape = tuple(sorted((name, len(chunks), len(chunks[0]) if chunks else 0) for name, chunks in tokens.items()))
-            by_shape.setdefault(shape, []).append(index)
+            by_shape.setdefault(self.text.token_shape(example.caption), []).append(index)
         group_of = {index: group for group in by_shape.values() for index in group}
         return [group_of[index] for index in range(len(self.examples))]
 
@@ -205,7 +207,7 @@ class ComfyBackend:
         seed = int(hashlib.sha1(caption.encode()).hexdigest()[:8], 16)
         text = "" if self.text_key == self.model_key else f"{self.text_key}|"  # a checkpoint's text is its own
         return (f"prompt|{caption}|{seed}|{self.resolution}|{self.guidance}|{self.model_key}|{text}"
-                f"{clip_skip_key(self.clip)}", seed)
+                f"{self.text.layer_key()}", seed)
 
     def _cache_path(self, key: str, kind: str = "latents") -> Path:
         return self.cache / kind / f"{hashlib.sha1(key.encode()).hexdigest()}.safetensors"
@@ -274,8 +276,8 @@ class ComfyBackend:
         """Each prompt's token embeddings ("tensor") and pooled output, from memory, the disk cache, or the encoder."""
         for prompt in dict.fromkeys(prompts):
             if prompt not in self._embeddings:
-                key = f"text|{prompt}|{self.text_key}|{clip_skip_key(self.clip)}|pooled"
-                self._embeddings[prompt] = self._cached(key, lambda: self._encode_text(prompt), kind="text")
+                key = f"text|{prompt}|{self.text_key}|{self.text.layer_key()}|pooled"
+                self._embeddings[prompt] = self._cached(key, lambda: self.text.encode(prompt), kind="text")
         return [self._embeddings[p] for p in prompts]
 
     def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
@@ -299,23 +301,6 @@ class ComfyBackend:
         if not self.takes_pooled:
             return None
         return torch.cat([t["pooled"] for t in self._text(prompts)]).to(self.device)
-
-    @torch.no_grad()
-    def _encode_text(self, prompt: str) -> dict[str, torch.Tensor]:
-        """As CLIPTextEncode encodes: the conditioning's tensor and its pooled output."""
-        [[cond, extras]] = self.clip.encode_from_tokens_scheduled(self.clip.tokenize(prompt))
-        unsupported = sorted(k for k, v in extras.items() if isinstance(v, torch.Tensor)
-                             and k not in ("pooled_output", "attention_mask"))
-        if unsupported:
-            raise SystemExit(f"the text encoder gives {', '.join(unsupported)} beside the tokens; this trainer does not "
-                             "pass them to the model yet")
-        mask = extras.get("attention_mask")
-        if mask is not None and not bool(mask.bool().all()):
-            raise SystemExit(f"the text encoder padded the prompt {prompt[:60]!r} (its attention mask hides tokens); this "
-                             "trainer passes masks of unpadded prompts only")
-        pooled = extras.get("pooled_output")
-        return {"tensor": cond.float().cpu(), **({} if pooled is None else {"pooled": pooled.float().cpu()}),
-                **({} if mask is None else {"attention_mask": mask.float().cpu()})}
 
     def null_embedding(self) -> torch.Tensor:
         return self.encode_prompts([""])
@@ -381,6 +366,21 @@ def text_encoders_key(files: list[Path], clip_type: str) -> str:
     return hashlib.sha1(repr((stats, clip_type)).encode()).hexdigest()
 
 
+def check_text_embeddings(text: TextEmbeddingsFile, family: str, captions: list[str]) -> None:
+    """SystemExit where the file's conditioning is not this family's width or lacks prompts the run needs."""
+    width = int(text.encode("")["tensor"].shape[-1]) if "" in text.index else None
+    expected = FAMILIES[family].width
+    if width is not None and width != expected:
+        raise SystemExit(f"--text-embeddings {text.path}: {width}-wide conditioning (from {text.clip_type} text "
+                         f"encoders), but {FAMILIES[family].name} takes {expected}: encode the prompts with this "
+                         "model's own text encoder")
+    missing = [p for p in dict.fromkeys(["", *captions]) if p not in text.index]
+    if missing:
+        raise SystemExit(f"--text-embeddings {text.path}: lacks {len(missing)} of the prompts this run needs (the "
+                         f"first: {missing[0][:60]!r}; the empty prompt is CFG's reference); encode them with "
+                         "python training/encode_prompts.py --data <this run's --data>")
+
+
 def comfy_run(args):
     """Backend, run info, run name and sample prompts for --ckpt or --unet; SystemExit with a clear message on bad
     input."""
@@ -421,10 +421,13 @@ def comfy_run(args):
     elif args.frames:
         raise SystemExit(f"--frames goes with a video model (Wan); {loaded.base.name} is {family}, which makes images")
     sha256 = file_sha256(loaded.base)
-    text_key = None if args.ckpt else text_encoders_key(loaded.text_files, args.clip_type or CLIP_TYPE[family])
+    if args.text_embeddings:
+        check_text_embeddings(loaded.text, family, [e.caption for e in examples])
+    text_key = None if args.ckpt else text_encoders_key(
+        loaded.text_files, "embeddings" if args.text_embeddings else args.clip_type or CLIP_TYPE[family])
     name = args.name or f"{loaded.base.stem}_dice"
     cache = Path(args.runs) / name / "cache"
-    backend = ComfyBackend(comfy, loaded.patcher, loaded.clip, loaded.vae, examples, cache, resolution, args.guidance,
+    backend = ComfyBackend(comfy, loaded.patcher, loaded.text, loaded.vae, examples, cache, resolution, args.guidance,
                            args.clip_skip, sha256, text_key, frames, family in IN_PLACE_FORWARD)
     info = RunInfo(model_family=family, base_checkpoint=loaded.base.name, base_checkpoint_sha256=sha256,
                    clip_skip=args.clip_skip, prediction_type=prediction)

@@ -6,12 +6,14 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from .text_embeddings import ClipText, TextEmbeddingsFile
+
 # ComfyUI's model classes (comfy.supported_models) this trainer drives, and the family written into the sharpener file.
 # Each is proven in the real ComfyUI by tests/test_trainer_comfyui.py or tests/test_trainer_comfyui_dit.py.
 SUPPORTED = {"SD15": "sd15", "SD20": "sd2", "SDXL": "sdxl", "SSD1B": "sdxl", "Segmind_Vega": "sdxl",
              "KOALA_700M": "sdxl", "KOALA_1B": "sdxl", "SD3": "sd3", "PixArtAlpha": "pixart_alpha",
              "PixArtSigma": "pixart_sigma", "WAN21_T2V": "wan21", "WAN22_T2V": "wan22_5b", "Chroma": "chroma",
-             "Lumina2": "lumina2", "AuraFlow": "auraflow"}
+             "Lumina2": "lumina2", "AuraFlow": "auraflow", "QwenImage": "qwen_image"}
 # Guidance-distilled models: trained to give CFG's result from one call, so there is no CFG for DICE to learn.
 GUIDANCE_DISTILLED = {"Flux": "Flux dev", "FluxSchnell": "Flux schnell", "FluxInpaint": "Flux Fill"}
 # The UNet families, whose sampler tiles prompts of different lengths into one call.
@@ -24,20 +26,21 @@ DEFAULT_FRAMES = 17  # 5 latent frames after Wan's 4× temporal compression: sho
 # gradients).
 IN_PLACE_FORWARD = {"chroma"}
 # Models whose first layer takes the latent in 2×2 patches, so their config counts 4 input channels per latent channel.
-PATCHED_INPUT = {"Chroma": 4}
+PATCHED_INPUT = {"Chroma": 4, "QwenImage": 4}
 # Training image size when --resolution is not given: the size each family and prediction type was trained at
 # (PixArt's own comes from its position embedding, as ComfyUI reads it).
 NATIVE_RESOLUTION = {("sd15", "eps"): 512, ("sd15", "v"): 512, ("sd2", "eps"): 512, ("sd2", "v"): 768,
                      ("sdxl", "eps"): 1024, ("sdxl", "v"): 1024, ("sd3", "flow"): 1024, ("wan21", "flow"): 480,
                      ("wan22_5b", "flow"): 704, ("chroma", "flow"): 1024, ("lumina2", "flow"): 1024,
-                     ("auraflow", "flow"): 1024}
+                     ("auraflow", "flow"): 1024, ("qwen_image", "flow"): 1328}
 # ComfyUI's ModelType names → the prediction type written into the sharpener file (Flux's type is flow matching
 # with a resolution-dependent shift; Chroma uses it).
 PREDICTION = {"EPS": "eps", "V_PREDICTION": "v", "FLOW": "flow", "FLUX": "flow"}
 # The text encoders each family's diffusion model loads with, for --clip-type's default (as CLIPLoader's "type").
 CLIP_TYPE = {"sd15": "stable_diffusion", "sd2": "stable_diffusion", "sdxl": "stable_diffusion", "sd3": "sd3",
              "pixart_alpha": "pixart", "pixart_sigma": "pixart", "wan21": "wan", "wan22_5b": "wan", "chroma": "chroma",
-             "lumina2": "lumina2", "auraflow": "stable_diffusion"}  # ComfyUI tells Pile T5-XL by its weights
+             "lumina2": "lumina2", "auraflow": "stable_diffusion",  # ComfyUI tells Pile T5-XL by its weights
+             "qwen_image": "qwen_image"}
 
 
 @dataclass
@@ -45,10 +48,10 @@ class LoadedModel:
     """What ComfyUI's loaders gave, and the files it came from."""
 
     patcher: object
-    clip: object
+    text: ClipText | TextEmbeddingsFile  # the prompts' conditioning: a text encoder, or a file encode_prompts.py wrote
     vae: object
     base: Path  # the file the diffusion model came from: the sharpener's base model
-    text_files: list[Path]  # the text encoders' files (the checkpoint itself for --ckpt)
+    text_files: list[Path]  # the text encoders' files (the checkpoint itself for --ckpt; or the embeddings file)
 
 
 def clip_type_names(comfy_sd) -> list[str]:
@@ -89,35 +92,45 @@ def load_model(args, comfy: dict, dtype) -> LoadedModel:
         if clip is None:
             raise SystemExit(f"--ckpt {checkpoint}: holds no text encoder; load the diffusion model with --unet and "
                              "its text encoders with --clip")
-        return LoadedModel(patcher, clip, vae, checkpoint, [checkpoint])
-    if not args.clip or not args.vae:
-        raise SystemExit("--unet: also give its text encoder(s) with --clip (once per file) and its VAE with --vae, "
-                         "as ComfyUI's UNETLoader, CLIPLoader and VAELoader take them")
+        return LoadedModel(patcher, ClipText(clip), vae, checkpoint, [checkpoint])
+    if not (args.clip or args.text_embeddings) or not args.vae:
+        raise SystemExit("--unet: also give its text encoder(s) with --clip (once per file), or the prompts' "
+                         "conditioning with --text-embeddings, and its VAE with --vae, as ComfyUI's UNETLoader, "
+                         "CLIPLoader and VAELoader take them")
     unet = resolve_model_file(args.unet, "diffusion_models", "--unet", folder_paths)
-    texts = [resolve_model_file(name, "text_encoders", "--clip", folder_paths) for name in args.clip]
+    if args.text_embeddings:
+        texts = [Path(args.text_embeddings).expanduser().resolve()]
+        text = TextEmbeddingsFile(texts[0])  # read (and refused if it is not one) before the model loads
+    else:
+        texts = [resolve_model_file(name, "text_encoders", "--clip", folder_paths) for name in args.clip]
     vae_file = resolve_model_file(args.vae, "vae", "--vae", folder_paths)
     try:
         patcher = sd.load_diffusion_model(str(unet), model_options=options)
     except Exception as error:
         raise SystemExit(f"--unet {unet}: ComfyUI cannot load it ({first_line(error)})") from None
-    family = SUPPORTED.get(type(patcher.model.model_config).__name__)
-    clip_type = args.clip_type or CLIP_TYPE.get(family, "stable_diffusion")
-    if clip_type not in clip_type_names(sd):
-        raise SystemExit(f"--clip-type {clip_type}: not one of ComfyUI's ({', '.join(clip_type_names(sd))})")
-    try:
-        clip = sd.load_clip([str(t) for t in texts], embedding_directory=folder_paths.get_folder_paths("embeddings"),
-                            clip_type=getattr(sd.CLIPType, clip_type.upper()))
-    except Exception as error:
-        raise SystemExit(f"--clip {', '.join(t.name for t in texts)}: ComfyUI cannot load them as {clip_type} "
-                         f"text encoders ({first_line(error)})") from None
+    if not args.text_embeddings:
+        family = SUPPORTED.get(type(patcher.model.model_config).__name__)
+        text = ClipText(load_text_encoders(texts, args.clip_type or CLIP_TYPE.get(family, "stable_diffusion"), comfy))
     try:
         vae = sd.VAE(sd=comfy["comfy.utils"].load_torch_file(str(vae_file)))
         vae.throw_exception_if_invalid()
     except Exception as error:
         raise SystemExit(f"--vae {vae_file}: ComfyUI cannot load it ({first_line(error)})") from None
-    logging.info("DICE: %s with %s text encoders %s and VAE %s", unet.name, clip_type, [t.name for t in texts],
-                 vae_file.name)
-    return LoadedModel(patcher, clip, vae, unet, texts)
+    logging.info("DICE: %s with the text of %s and VAE %s", unet.name, [t.name for t in texts], vae_file.name)
+    return LoadedModel(patcher, text, vae, unet, texts)
+
+
+def load_text_encoders(files: list[Path], clip_type: str, comfy: dict):
+    """ComfyUI's CLIP object for these text encoder files, as CLIPLoader loads them; SystemExit naming what is wrong."""
+    sd, folder_paths = comfy["comfy.sd"], comfy["folder_paths"]
+    if clip_type not in clip_type_names(sd):
+        raise SystemExit(f"--clip-type {clip_type}: not one of ComfyUI's ({', '.join(clip_type_names(sd))})")
+    try:
+        return sd.load_clip([str(f) for f in files], embedding_directory=folder_paths.get_folder_paths("embeddings"),
+                            clip_type=getattr(sd.CLIPType, clip_type.upper()))
+    except Exception as error:
+        raise SystemExit(f"--clip {', '.join(f.name for f in files)}: ComfyUI cannot load them as {clip_type} "
+                         f"text encoders ({first_line(error)})") from None
 
 
 def model_family(loaded: LoadedModel, flag: str) -> str:
@@ -131,7 +144,8 @@ def model_family(loaded: LoadedModel, flag: str) -> str:
     if kind not in SUPPORTED:
         raise SystemExit(f"{where}: a {kind} model; this trainer supports SD1.x, SD2.x, SDXL, SD3/SD3.5, "
                          f"PixArt-α/Σ, Wan 2.1 text-to-video (and Wan 2.2 14B, which loads as it), Wan 2.2 5B, Chroma, "
-                         f"Lumina 2 and AuraFlow ({', '.join(SUPPORTED)}), the families a host test shows it on")
+                         f"Lumina 2, AuraFlow and Qwen-Image ({', '.join(SUPPORTED)}), the families a host test "
+                         "shows it on")
     # ComfyUI's inpaint_model() asks for more than 4 input channels, which SD3's 16-channel latent has anyway.
     channels = config.unet_config.get("in_channels", config.unet_config.get("in_dim", 0)) // PATCHED_INPUT.get(kind, 1)
     if channels > config.latent_format.latent_channels:

@@ -6,8 +6,8 @@
 
 Loads the model as `training/train.py` does with the same model flags (every flag this script does not know goes
 to the trainer's parser), then takes one sampler step through comfy.sample.sample_custom with conditioning from
-ComfyUI's CLIPTextEncode node (which carries the pooled output) and compares CFG's noise prediction there with the
-trainer's teacher. With --sharpener, also one step at cfg 1 on the Sharpen Conditioning node's output against the
+ComfyUI's CLIPTextEncode node (which carries the pooled output), or with --text-embeddings from that file, and
+compares CFG's noise prediction there with the trainer's teacher. With --sharpener, also one step at cfg 1 on the Sharpen Conditioning node's output against the
 trainer's student; with --sampling too, ComfyUI's common_ksampler at cfg 1 on that output, counting the model's calls
 and their batch sizes, and at α = 0 against the plain prompt's image. With --adapter, the same for a guidance
 adapter: one step at cfg 1 on the model from the Load DICE Guidance Adapter node (ComfyUI's own LoRA code) against the
@@ -54,8 +54,11 @@ def main() -> None:
     import comfy.samplers
     import nodes
 
-    positive = nodes.CLIPTextEncode().encode(backend.clip, options.prompt)[0]
-    negative = nodes.CLIPTextEncode().encode(backend.clip, "")[0]
+    if backend.clip is not None:
+        positive = nodes.CLIPTextEncode().encode(backend.clip, options.prompt)[0]
+        negative = nodes.CLIPTextEncode().encode(backend.clip, "")[0]
+    else:  # --text-embeddings: the file's conditioning, as CLIPTextEncode would output it
+        positive, negative = backend.text.conditioning(options.prompt), backend.text.conditioning("")
     sigma = backend.sampling_sigmas(4)[1:2]
     noise = torch.randn((1, *backend.latent_shape), generator=torch.Generator().manual_seed(0))
 
