@@ -48,6 +48,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--betas", default="0,0.5,1", help="the Negative Shift strengths β of those rows")
     parser.add_argument("--cfg-then-dice", action="store_true", help="add rows for the recipe CFG for all but the "
                         "last two steps, then the first sharpener (its first α) for those two (bench/levers/cfg_then_dice.py)")
+    parser.add_argument("--guidance-interval", metavar="LOW,HIGH", help="add rows of CFG applied only at these noise "
+                        "levels (train.py's flag of that name; 1 is pure noise, 0 clean), the teacher of an adapter "
+                        "trained with it")
     parser.add_argument("--skip", default="", help="peers to leave out, comma-separated (scaling,fusion,teefusion)")
     parser.add_argument("--plot", default="outputs/frontier.png")
     options = parser.parse_args()
@@ -59,6 +62,8 @@ def parse_args() -> argparse.Namespace:
         parser.error("no sharpener or adapter: pass --sharpener or --adapter, or run bash scripts/run.sh first")
     if (options.cfg_then_dice or options.negatives_sharpener) and not options.sharpener:
         parser.error("--cfg-then-dice and --negatives-sharpener need a --sharpener")
+    options.guidance_interval = tuple(float(v) for v in options.guidance_interval.split(",")) \
+        if options.guidance_interval else None
     options.budgets = sorted({int(b) for b in options.budgets.split(",")})
     odd = [b for b in options.budgets if b % 2 or b < 2]
     if odd:
@@ -195,6 +200,7 @@ def main() -> None:
     load_pack()
     from dice_pack.sharpeners import load_sharpener, sharpen
     from dice_pack.sharpeners.adapter_file import load_adapter
+    from dice_pack.training.sampler import in_interval
     from dice_pack.training.testbed.model import DENOISER_FILES, DENOISERS, Testbed
     from dice_pack.training.testbed.teefusion import load_or_train_student
 
@@ -221,6 +227,13 @@ def main() -> None:
     for steps in cfg_steps:
         rows.append(measure("cfg", steps, 2 * steps,
                             lambda: testbed.generate(context, seeds, steps=steps, cfg_scale=options.cfg), w=options.cfg))
+    if options.guidance_interval:
+        for steps in cfg_steps:  # the steps outside the interval make one call, those inside two
+            levels = testbed.noise_level(testbed.sampling_sigmas(steps)[:-1])
+            guided_steps = int(in_interval(levels, options.guidance_interval).sum())
+            rows.append(measure("cfg-interval", steps, steps + guided_steps, lambda: testbed.generate(
+                context, seeds, steps=steps, cfg_scale=options.cfg, interval=options.guidance_interval),
+                w=options.cfg, interval=list(options.guidance_interval)))
     if "scaling" not in skip:
         for steps in options.budgets:
             tried = [measure(f"scaling s={s:g}", steps, steps, lambda: testbed.generate(s * context, seeds, steps=steps), s=s)

@@ -52,11 +52,13 @@ class AdapterInfo:
     init_adapter: str = ""  # the adapter file its training started from ("name sha256:…"), if any
     # A few of the base model's weights (sharpeners.fingerprint), so ComfyUI can tell another checkpoint from it.
     base_fingerprint: str = ""
+    # The noise levels its teacher's CFG applied at ("LOW,HIGH", 1 pure noise, 0 clean); "" at every level.
+    guidance_interval: str = ""
 
 
 # Metadata fields a file written before they existed lacks; it reads with their defaults.
 ADDED_LATER = {"guidance_min", "guidance_max", "knob_exponent", "knob", "nag_scale", "nag_tau", "nag_alpha",
-               "init_adapter", "base_fingerprint"}
+               "init_adapter", "base_fingerprint", "guidance_interval"}
 
 
 @dataclass(frozen=True)

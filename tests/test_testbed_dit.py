@@ -79,3 +79,17 @@ def test_the_trainer_writes_a_flow_sharpener_for_the_dit_testbed(tmp_path):
     info = load_sharpener(out).info
     assert info.prediction_type == "flow" and info.base_checkpoint == "dice-testbed-dit"
     assert info.base_checkpoint_sha256 == file_sha256(DIT_WEIGHTS / "dit.safetensors")
+
+
+def test_the_dit_testbeds_adapter_learns_cfg_in_its_guidance_interval_and_the_file_says_so(tmp_path):
+    from dice_pack.sharpeners.adapter_file import load_adapter
+
+    flags = ["--testbed", "dit", "--train", "adapter", "--sample-every", "0", "--threads", "2", "--steps", "2",
+             "--batch", "8", "--eval-batch", "8"]
+    default, everywhere = tmp_path / "default.safetensors", tmp_path / "everywhere.safetensors"
+    main([*flags, "--runs", str(tmp_path / "a"), "--out", str(default)])
+    main([*flags, "--runs", str(tmp_path / "b"), "--out", str(everywhere), "--guidance-interval", "none"])
+    assert load_adapter(default).info.guidance_interval == "0,0.8"  # the transformer testbed's default
+    assert load_adapter(everywhere).info.guidance_interval == ""
+    limited, plain = load_adapter(default).tensors, load_adapter(everywhere).tensors
+    assert any(not torch.equal(limited[name], plain[name]) for name in limited)  # another teacher, other weights

@@ -56,3 +56,22 @@ def test_frechet_distance_is_zero_for_one_set_and_grows_with_a_shift():
     features = torch.randn(2000, 8, generator=torch.Generator().manual_seed(0)).double().numpy()
     assert abs(frechet_distance(features, features)) < 1e-6
     assert frechet_distance(features, features + 1.0) > 7.9
+
+
+def test_guide_at_makes_one_unguided_call_outside_the_interval_and_cfg_inside():
+    from dice_pack.training.sampler import guided, in_interval
+
+    calls = []
+
+    def predict(x, sigma, context):
+        calls.append(len(x))
+        return context.mean(dim=(1, 2)).view(-1, 1) * x + sigma.view(-1, 1)
+
+    context, null, x = torch.ones(2, 3, 4), torch.zeros(1, 3, 4), torch.ones(2, 5)
+    step = guided(predict, context, null, 5.0, guide_at=lambda sigma: bool(in_interval(sigma[:1], (0.0, 0.5))))
+    outside = step(x, torch.full((2,), 0.9))
+    assert calls == [2] and torch.equal(outside, predict(x, torch.full((2,), 0.9), context))
+    calls.clear()
+    inside = step(x, torch.full((2,), 0.3))
+    assert sum(calls) == 4  # cond and uncond
+    assert torch.allclose(inside, 5.0 * x + 0.3)  # CFG: uncond 0.3 + 5 · (x + 0.3 − 0.3)

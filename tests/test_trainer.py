@@ -104,6 +104,12 @@ def test_resume_without_a_checkpoint_says_where_it_looked(tmp_path):
         run(tmp_path, "--name", "nothing-here", "--resume")
 
 
+@pytest.mark.parametrize("interval", ["0.8,0.2", "0,1.5", "0.8"])
+def test_a_guidance_interval_outside_the_noise_levels_is_refused_by_name(tmp_path, interval):
+    with pytest.raises(SystemExit, match=f"--guidance-interval {interval}: "):
+        run(tmp_path, "--train", "adapter", "--guidance-interval", interval)
+
+
 def test_an_empty_negatives_file_is_refused_by_name(tmp_path):
     negatives = tmp_path / "negatives.txt"
     negatives.write_text("# only a comment\n\n")

@@ -102,3 +102,23 @@ def test_a_mix_of_models_recomputes_the_prediction_with_the_current_model(testbe
     finally:
         del testbed.at_step
     assert "teacher" not in batch and "teacher" not in states.state_dict()
+
+
+def test_with_a_guidance_interval_the_runs_teach_cfg_inside_it_and_the_plain_prediction_outside(testbed):
+    """--guidance-interval: the runs' states keep the prediction their run made, CFG at the noise levels inside the
+    interval and one unguided call outside, and the teacher recomputes the same; the knob's w stays each run's own."""
+    from dice_pack.training.step import single_call
+
+    interval = (0.0, 0.5)
+    states = TrajectoryStates(testbed, 5.0, [], (1.0, 10.0), runs_per_call=3, interval=interval)
+    batch = states.draw(40, torch.Generator().manual_seed(5), torch.device("cpu"))
+    inside = (testbed.noise_level(batch["sigma"]) <= 0.5)
+    assert 0 < int(inside.sum()) < len(inside)  # both kinds of state drawn, so the check can fail
+    plain = teacher_noise(testbed, {k: v for k, v in batch.items() if k != "teacher"}, 5.0)
+    limited = teacher_noise(testbed, {k: v for k, v in batch.items() if k != "teacher"}, 5.0, interval)
+    unguided = single_call(testbed, batch, batch["c"])
+    assert torch.allclose(batch["teacher"], limited, atol=1e-4)
+    assert torch.allclose(limited[~inside], unguided[~inside], atol=1e-5)  # outside: the plain prediction
+    assert torch.allclose(limited[inside], plain[inside], atol=1e-5)  # inside: CFG at the state's own w
+    assert not torch.allclose(limited[~inside], plain[~inside], atol=1e-3)
+    assert len(set(batch["w"].tolist())) > 1  # the knob still trains over the range

@@ -43,6 +43,10 @@ class DiffusionBackend(Protocol):
     def sample_sigmas(self, count: int, generator: torch.Generator) -> torch.Tensor:
         """Training noise levels drawn over the model's own schedule."""
 
+    def noise_level(self, sigma: torch.Tensor) -> torch.Tensor:
+        """Each σ's timestep as a fraction of the model's largest (1: pure noise, 0: clean), where a guidance interval
+        is given."""
+
     def sampling_sigmas(self, steps: int) -> torch.Tensor:
         """steps + 1 noise levels from the largest down to 0, for sample grids."""
 

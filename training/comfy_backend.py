@@ -325,6 +325,10 @@ class ComfyBackend:
         sigmas = self.model.model_sampling.sigmas
         return sigmas[torch.randint(0, len(sigmas), (count,), generator=generator)].float().to(self.device)
 
+    def noise_level(self, sigma: torch.Tensor) -> torch.Tensor:
+        sampling = self.model.model_sampling
+        return sampling.timestep(sigma) / sampling.timestep(torch.as_tensor(sampling.sigma_max, device=sigma.device))
+
     def sampling_sigmas(self, steps: int) -> torch.Tensor:
         return self.comfy["comfy.samplers"].calculate_sigmas(self.model.model_sampling, "normal", steps).float().to(self.device)
 

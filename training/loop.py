@@ -66,6 +66,7 @@ class TrainConfig:
     knob_exponent: float = 1.0  # the knob's map: strength = ((w − 1) / (guidance − 1)) ** knob_exponent
     anchor_share: float = 0.0  # with a range: the share of samples drawn at guidance itself, the rest uniform
     extra_anchor: tuple[float, float] = (0.0, 0.0)  # with a range: (scale, share) of samples also drawn at another scale
+    guidance_interval: tuple[float, ...] = ()  # (low, high): the teacher's CFG only at noise levels within (else all)
     init_adapter: str = ""  # an adapter file the new adapter starts from (else LoRA's zero start)
     negative_share: float = 1.0  # with negatives: the share of samples whose reference is one (the rest: empty prompt)
     nag: tuple[float, ...] = ()  # with negatives and an adapter: NAG's (scale, tau, alpha), through which the negative reaches the call
@@ -111,11 +112,11 @@ def learning_rate(config: TrainConfig, step: int) -> float:
 
 @torch.no_grad()
 def held_out_distances(backend: DiffusionBackend, student: Student, batch: dict, guidance: float,
-                       micro_batch: int = 1 << 30) -> dict:
+                       micro_batch: int = 1 << 30, interval: tuple[float, float] | None = None) -> dict:
     """Mean |eps − eps_CFG| of the unguided call and of the student's call on a fixed held-out batch."""
     far = near = 0.0
     for part in split_batch(batch, micro_batch):
-        teacher = teacher_noise(backend, part, guidance)
+        teacher = teacher_noise(backend, part, guidance, interval)
         unguided = single_call(backend, part, part["c"])
         sharpened = student(backend, part)
         share = len(part["x"]) / len(batch["x"])
@@ -206,7 +207,9 @@ def check_resumable(state: dict, config: TrainConfig, resume: Path) -> None:
              "anchor-share": (saved.get("anchor_share", 0.0), config.anchor_share),
              "draws-per-state": (saved.get("draws_per_state", 1), config.draws_per_state),
              "extra-anchor": (anchor_flag(saved.get("extra_anchor", (0.0, 0.0))), anchor_flag(config.extra_anchor)),
-             "nag": (",".join(f"{v:g}" for v in saved.get("nag", ())) or "none", ",".join(f"{v:g}" for v in config.nag) or "none")}
+             "nag": (",".join(f"{v:g}" for v in saved.get("nag", ())) or "none", ",".join(f"{v:g}" for v in config.nag) or "none"),
+             "guidance-interval": (",".join(f"{v:g}" for v in saved.get("guidance_interval", ())) or "none",
+                                   ",".join(f"{v:g}" for v in config.guidance_interval) or "none")}
     if config.train != "adapter":
         asked["attention"] = (saved.get("attention_context", "reference"), config.attention_context)
     if config.train != "sharpener":
@@ -248,7 +251,9 @@ def save_student(student: Student, config: TrainConfig, info: RunInfo, out: Path
                 "knob_exponent": config.knob_exponent} if guidance_range(config) else {}),
             **(dict(zip(("nag_scale", "nag_tau", "nag_alpha"), config.nag)) if config.nag else {}),
             **({"init_adapter": f"{Path(config.init_adapter).name} sha256:{file_sha256(config.init_adapter)}"}
-               if config.init_adapter else {})))
+               if config.init_adapter else {}),
+            **({"guidance_interval": ",".join(f"{v:g}" for v in config.guidance_interval)}
+               if config.guidance_interval else {})))
         written.append(adapter_out)
     return written
 
@@ -270,8 +275,9 @@ def train(config: TrainConfig, backend: DiffusionBackend, info: RunInfo, run_dir
     averaged = average.swapped_in if average is not None else contextlib.nullcontext
     generator = torch.Generator().manual_seed(config.seed + 1000 * dist.rank)
     scales = guidance_range(config)
+    interval = tuple(config.guidance_interval) or None
     runs = TrajectoryStates(backend, config.guidance, config.negatives, scales, config.negative_share,
-                            guidance_anchors(config), draws_per_state=config.draws_per_state) \
+                            guidance_anchors(config), draws_per_state=config.draws_per_state, interval=interval) \
         if config.inputs == "cfg-runs" else None
 
     def draw(count: int, source: torch.Generator) -> dict:
@@ -333,7 +339,7 @@ def train(config: TrainConfig, backend: DiffusionBackend, info: RunInfo, run_dir
     # Uniform over the range whatever the anchor share, so runs of every share are scored on the same scales.
     held_out = make_batch(backend, config.eval_batch, torch.Generator().manual_seed(config.seed + 999_999),
                           config.negatives, dist.device, scales, config.negative_share)
-    before = held_out_distances(backend, student, held_out, config.guidance, plan.micro_batch)
+    before = held_out_distances(backend, student, held_out, config.guidance, plan.micro_batch, interval)
     if dist.is_main:
         log(f"held-out distance to CFG: unguided {before['unguided_to_cfg']:.4f}, student {before['sharpened_to_cfg']:.4f}")
     progress = Progress(config.steps, "train", "steps", start=start) if dist.is_main else None
@@ -348,7 +354,8 @@ def train(config: TrainConfig, backend: DiffusionBackend, info: RunInfo, run_dir
             group["lr"] = learning_rate(config, step)
         optimizer.zero_grad(set_to_none=True)
         with out_of_memory_stops(lambda: out_of_memory_message(config, plan, step, run_dir)):
-            loss = accumulate_gradients(model, backend, batch, plan.micro_batch, config.guidance, config.loss, scaler)
+            loss = accumulate_gradients(model, backend, batch, plan.micro_batch, config.guidance, config.loss, scaler,
+                                        interval)
         scaler.step(optimizer)
         scaler.update()
         if average is not None:
@@ -370,7 +377,7 @@ def train(config: TrainConfig, backend: DiffusionBackend, info: RunInfo, run_dir
     seconds = training_seconds
     at_step(0)  # the held-out distances before and after on the same model
     with averaged():  # what the file holds is what is scored
-        after = held_out_distances(backend, student, held_out, config.guidance, plan.micro_batch)
+        after = held_out_distances(backend, student, held_out, config.guidance, plan.micro_batch, interval)
     summary = {"steps": config.steps, "resumed_at": start, "world_size": dist.world_size,
                "samples_per_second": dist.mean(samples_seen / max(seconds, 1e-9)) * dist.world_size,
                "seconds": round(seconds, 1), "held_out_before": before, "held_out_after": after,

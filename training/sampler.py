@@ -40,15 +40,23 @@ def cfg_noise(predict: NoisePredictor, x: torch.Tensor, sigma: torch.Tensor, con
     return eps_ref + scale * (eps_cond - eps_ref)
 
 
+def in_interval(level: torch.Tensor, interval: tuple[float, float]) -> torch.Tensor:
+    """Which noise levels (the model's timestep as a fraction of its largest: 1 pure noise, 0 clean) CFG applies at."""
+    return (level >= interval[0]) & (level <= interval[1])
+
+
 def guided(predict: NoisePredictor, context: torch.Tensor, null: torch.Tensor | None, scale: float | torch.Tensor,
            y: torch.Tensor | None = None, null_y: torch.Tensor | None = None,
-           join: ContextJoiner = repeat_to_common_length):
+           join: ContextJoiner = repeat_to_common_length, guide_at: Callable[[torch.Tensor], bool] | None = None):
     """x, σ → noise prediction: one call without guidance, or CFG against null (one reference for all, or one each);
-    scale is one number, or a tensor that multiplies each sample's guidance (per_sample)."""
+    scale is one number, or a tensor that multiplies each sample's guidance (per_sample); guide_at(σ), if given, says
+    at which noise levels of a run CFG applies (a guidance interval), one unguided call at the others."""
     if null is None or (not torch.is_tensor(scale) and scale == 1.0):
         return lambda x, sigma: predict(x, sigma, context, **vector_input(y))
 
     def cfg(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        if guide_at is not None and not guide_at(sigma):
+            return predict(x, sigma, context, **vector_input(y))
         reference = null.expand(len(x), *null.shape[1:])
         reference_y = None if null_y is None else null_y.expand(len(x), *null_y.shape[1:])
         return cfg_noise(predict, x, sigma, context, reference, scale, y, reference_y, join)
@@ -84,7 +92,9 @@ def sampling_run(eps_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x
 def sample(predict: NoisePredictor, context: torch.Tensor, sigmas: torch.Tensor, seeds: list[int],
            latent_shape: tuple[int, ...], null: torch.Tensor | None = None, cfg_scale: float = 1.0,
            method: str = "dpmpp_2m", y: torch.Tensor | None = None, null_y: torch.Tensor | None = None,
-           join: ContextJoiner = repeat_to_common_length) -> torch.Tensor:
-    """Latents x_0 for each prompt embedding in context, starting from σ_max·noise(seed); y, null_y: vector inputs."""
+           join: ContextJoiner = repeat_to_common_length,
+           guide_at: Callable[[torch.Tensor], bool] | None = None) -> torch.Tensor:
+    """Latents x_0 for each prompt embedding in context, starting from σ_max·noise(seed); y, null_y: vector inputs;
+    guide_at: where CFG applies (guided's)."""
     x = initial_noise(seeds, latent_shape).to(context.device) * sigmas[0]
-    return sampling_run(guided(predict, context, null, cfg_scale, y, null_y, join), x, sigmas, method)
+    return sampling_run(guided(predict, context, null, cfg_scale, y, null_y, join, guide_at), x, sigmas, method)

@@ -9,15 +9,20 @@ import torch
 import torch.nn.functional as F
 
 from .backend import DiffusionBackend
-from .sampler import cfg_noise, vector_input
+from .sampler import cfg_noise, in_interval, vector_input
 
 
-def teacher_noise(backend: DiffusionBackend, batch: dict, guidance: float) -> torch.Tensor:
+def teacher_noise(backend: DiffusionBackend, batch: dict, guidance: float,
+                  interval: tuple[float, float] | None = None) -> torch.Tensor:
     """CFG's prediction eps_ref + w·(eps_c − eps_ref), cond and reference batched as the model's sampler batches them;
-    w is each sample's own scale where the batch draws one ("w"), else guidance."""
-    return cfg_noise(backend.predict_noise, batch["x"], batch["sigma"], batch["c"], batch["c_ref"],
-                     per_sample(batch["w"], batch["x"].ndim) if "w" in batch else guidance, batch.get("y"), batch.get("y_ref"),
-                     backend.join_contexts)
+    w is each sample's own scale where the batch draws one ("w"), else guidance; with a guidance interval, 1 (the
+    plain prediction) at the samples whose noise level lies outside it."""
+    scale = per_sample(batch["w"], batch["x"].ndim) if "w" in batch else guidance
+    if interval is not None:
+        guided = in_interval(backend.noise_level(batch["sigma"]), interval).view(-1, *[1] * (batch["x"].ndim - 1))
+        scale = torch.where(guided, torch.as_tensor(scale, device=guided.device), 1.0)
+    return cfg_noise(backend.predict_noise, batch["x"], batch["sigma"], batch["c"], batch["c_ref"], scale,
+                     batch.get("y"), batch.get("y_ref"), backend.join_contexts)
 
 
 def per_sample(w: torch.Tensor, ndim: int) -> torch.Tensor:
@@ -87,7 +92,8 @@ def split_batch(batch: dict, size: int) -> list[dict]:
 
 
 def accumulate_gradients(model: torch.nn.Module, backend: DiffusionBackend, batch: dict, micro_batch: int,
-                         guidance: float, loss_kind: str, scaler: torch.amp.GradScaler | None = None) -> float:
+                         guidance: float, loss_kind: str, scaler: torch.amp.GradScaler | None = None,
+                         interval: tuple[float, float] | None = None) -> float:
     """Backward of the whole batch's loss, micro_batch samples at a time, into the gradients of model (a Student,
     perhaps DDP-wrapped; the teacher sees the plain model); returns the loss. Each part's loss is weighted by its share of the batch, so the gradients equal one pass over the batch."""
     parts = split_batch(batch, micro_batch)
@@ -98,7 +104,7 @@ def accumulate_gradients(model: torch.nn.Module, backend: DiffusionBackend, batc
         syncing = contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync()
         with syncing:
             with torch.no_grad():  # CFG's runs hand in the prediction they made at each state
-                teacher = part["teacher"] if "teacher" in part else teacher_noise(backend, part, guidance)
+                teacher = part["teacher"] if "teacher" in part else teacher_noise(backend, part, guidance, interval)
             student = model(backend, part)
             loss = distillation_loss(student, teacher, loss_kind) * (len(part["x"]) / total)
             (scaler.scale(loss) if scaler is not None else loss).backward()

@@ -9,7 +9,7 @@ import time
 import torch
 
 from .backend import DiffusionBackend
-from .sampler import guided, initial_noise, sampling_run
+from .sampler import guided, in_interval, initial_noise, sampling_run
 from .step import draw_guidance, negative_marks, per_sample, reference_prompts, teacher_noise
 
 STEP_COUNTS = (10, 20)  # each block runs captions with both, so states cover both schedules users run
@@ -27,8 +27,9 @@ class TrajectoryStates:
     def __init__(self, backend: DiffusionBackend, guidance: float, negatives: list[str],
                  guidance_range: tuple[float, float] | None = None, negative_share: float = 1.0,
                  anchors: tuple[tuple[float, float], ...] = (), runs_per_call: int = 1,
-                 draws_per_state: int = 1) -> None:
+                 draws_per_state: int = 1, interval: tuple[float, float] | None = None) -> None:
         self.backend, self.guidance, self.negatives = backend, guidance, negatives
+        self.interval = interval  # the noise levels CFG applies at, in the runs and their teaching (None: all)
         self.anchors = anchors
         self.guidance_range, self.negative_share = guidance_range, negative_share
         self.runs_per_call = runs_per_call  # small until the plan knows what a call holds
@@ -53,7 +54,9 @@ class TrajectoryStates:
         w = draw_guidance(count, generator, self.guidance_range, self.anchors).get("w", torch.full((count,), float(self.guidance)))
         x = initial_noise(seeds, tuple(self.backend.latent_shape)).to(c.device) * sigmas[0]
         scale = per_sample(w.to(c.device), x.ndim) if self.guidance_range else self.guidance
-        cfg = guided(self.backend.predict_noise, c, c_ref, scale, y, y_ref, self.backend.join_contexts)
+        guide_at = None if self.interval is None else \
+            (lambda sigma: bool(in_interval(self.backend.noise_level(sigma[:1]), self.interval)))
+        cfg = guided(self.backend.predict_noise, c, c_ref, scale, y, y_ref, self.backend.join_contexts, guide_at)
 
         def visit(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
             eps = cfg(x, sigma)
@@ -149,7 +152,7 @@ class TrajectoryStates:
             for start in range(0, len(members), size):
                 part = members[start:start + size]
                 batch = self._batch([(x[i], sigma[i], prompts[i], references[i], w[i], None) for i in part])
-                taught = teacher_noise(self.backend, batch, self.guidance)
+                taught = teacher_noise(self.backend, batch, self.guidance, self.interval)
                 for i, prediction in zip(part, taught.cpu()):
                     eps[i] = prediction
         return eps

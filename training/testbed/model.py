@@ -18,7 +18,7 @@ from ...sharpeners.adapter import block_layers
 from ...sharpeners.formulas import repeat_to_common_length
 from ...sharpeners.nag import NAGSettings, normalized_attention_guidance
 from ..memory import checkpoint_layers
-from ..sampler import guided, initial_noise, sample, sampling_run
+from ..sampler import guided, in_interval, initial_noise, sample, sampling_run
 from .schedule import DiscreteSchedule, FlowSchedule
 from .text_encoder import TextEncoder
 
@@ -123,6 +123,10 @@ class Testbed:
     def sampling_sigmas(self, steps: int) -> torch.Tensor:
         return self.schedule.sampling_sigmas(steps)
 
+    def noise_level(self, sigma: torch.Tensor) -> torch.Tensor:
+        top = self.schedule.timestep(torch.tensor([self.schedule.sigma_max]))
+        return self.schedule.timestep(sigma.float().cpu()).to(sigma.device) / top.to(sigma.device)
+
     def encode_vectors(self, prompts: list[str]) -> None:
         return None  # like SD1.5, the text enters through cross-attention only
 
@@ -188,10 +192,12 @@ class Testbed:
     @torch.no_grad()
     def generate(self, context: torch.Tensor, seeds: list[int], steps: int = 20, cfg_scale: float = 1.0,
                  method: str = "dpmpp_2m", null: torch.Tensor | None = None, batch: int = 250,
-                 nag: NAGSettings | None = None, negative: torch.Tensor | None = None) -> np.ndarray:
+                 nag: NAGSettings | None = None, negative: torch.Tensor | None = None,
+                 interval: tuple[float, float] | None = None) -> np.ndarray:
         """uint8 images for each embedding in context (already sharpened, scaled or fused as the caller likes); with
         nag, one call a step that applies NAG with negative's tokens (one row per prompt); null: CFG's uncond, one for
-        all prompts or one each (a negative prompt per prompt)."""
+        all prompts or one each (a negative prompt per prompt); interval: the noise levels CFG applies at."""
+        guide_at = None if interval is None else (lambda sigma: bool(in_interval(self.noise_level(sigma[:1]), interval)))
         sigmas = self.schedule.sampling_sigmas(steps)
         null = self.null_embedding() if null is None and cfg_scale != 1.0 else null
         out = []
@@ -201,7 +207,7 @@ class Testbed:
             reference = null if null is None or len(null) == 1 else null[part]  # one uncond for all, or one each
             with patched:
                 latents = sample(self.predict_noise, context[part], sigmas, seeds[part], self.latent_shape, reference,
-                                 cfg_scale, method)
+                                 cfg_scale, method, guide_at=guide_at)
             out.append(self.decode(latents))
         return np.concatenate(out)
 
