@@ -372,17 +372,16 @@ def text_encoders_key(files: list[Path], clip_type: str) -> str:
 
 def check_text_embeddings(text: TextEmbeddingsFile, family: str, captions: list[str]) -> None:
     """SystemExit where the file's conditioning is not this family's width or lacks prompts the run needs."""
-    width = int(text.encode("")["tensor"].shape[-1]) if "" in text.index else None
-    expected = FAMILIES[family].width
-    if width is not None and width != expected:
-        raise SystemExit(f"--text-embeddings {text.path}: {width}-wide conditioning (from {text.clip_type} text "
-                         f"encoders), but {FAMILIES[family].name} takes {expected}: encode the prompts with this "
-                         "model's own text encoder")
     missing = [p for p in dict.fromkeys(["", *captions]) if p not in text.index]
     if missing:
         raise SystemExit(f"--text-embeddings {text.path}: lacks {len(missing)} of the prompts this run needs (the "
                          f"first: {missing[0][:60]!r}; the empty prompt is CFG's reference); encode them with "
                          "python training/encode_prompts.py --data <this run's --data>")
+    width, expected = int(text.encode("")["tensor"].shape[-1]), FAMILIES[family].width
+    if width != expected:
+        raise SystemExit(f"--text-embeddings {text.path}: {width}-wide conditioning (from {text.clip_type} text "
+                         f"encoders), but {FAMILIES[family].name} takes {expected}: encode the prompts with this "
+                         "model's own text encoder")
 
 
 def comfy_run(args):

@@ -208,8 +208,8 @@ def check_resumable(state: dict, config: TrainConfig, resume: Path) -> None:
              "draws-per-state": (saved.get("draws_per_state", 1), config.draws_per_state),
              "extra-anchor": (anchor_flag(saved.get("extra_anchor", (0.0, 0.0))), anchor_flag(config.extra_anchor)),
              "nag": (",".join(f"{v:g}" for v in saved.get("nag", ())) or "none", ",".join(f"{v:g}" for v in config.nag) or "none"),
-             "guidance-interval": (",".join(f"{v:g}" for v in saved.get("guidance_interval", ())) or "none",
-                                   ",".join(f"{v:g}" for v in config.guidance_interval) or "none")}
+             "guidance-interval": (interval_flag(saved.get("guidance_interval", ())) or "none",
+                                   interval_flag(config.guidance_interval) or "none")}
     if config.train != "adapter":
         asked["attention"] = (saved.get("attention_context", "reference"), config.attention_context)
     if config.train != "sharpener":
@@ -224,6 +224,11 @@ def check_resumable(state: dict, config: TrainConfig, resume: Path) -> None:
 def anchor_flag(anchor) -> str:
     """--extra-anchor as typed ("8,0.2"), or "none"."""
     return f"{anchor[0]:g},{anchor[1]:g}" if anchor[1] > 0 else "none"
+
+
+def interval_flag(interval) -> str:
+    """--guidance-interval as typed ("0,0.8"), or "" for CFG at every noise level."""
+    return ",".join(f"{v:g}" for v in interval)
 
 
 def range_flag(low: float, high: float) -> str:
@@ -252,8 +257,7 @@ def save_student(student: Student, config: TrainConfig, info: RunInfo, out: Path
             **(dict(zip(("nag_scale", "nag_tau", "nag_alpha"), config.nag)) if config.nag else {}),
             **({"init_adapter": f"{Path(config.init_adapter).name} sha256:{file_sha256(config.init_adapter)}"}
                if config.init_adapter else {}),
-            **({"guidance_interval": ",".join(f"{v:g}" for v in config.guidance_interval)}
-               if config.guidance_interval else {})))
+            **({"guidance_interval": interval_flag(config.guidance_interval)} if config.guidance_interval else {})))
         written.append(adapter_out)
     return written
 

@@ -45,6 +45,14 @@ def in_interval(level: torch.Tensor, interval: tuple[float, float]) -> torch.Ten
     return (level >= interval[0]) & (level <= interval[1])
 
 
+def guided_at(noise_level: Callable[[torch.Tensor], torch.Tensor],
+              interval: tuple[float, float] | None) -> Callable[[torch.Tensor], bool] | None:
+    """guided's guide_at for a run with a guidance interval (every σ of a run's step is one), None without one."""
+    if interval is None:
+        return None
+    return lambda sigma: bool(in_interval(noise_level(sigma[:1]), interval))
+
+
 def guided(predict: NoisePredictor, context: torch.Tensor, null: torch.Tensor | None, scale: float | torch.Tensor,
            y: torch.Tensor | None = None, null_y: torch.Tensor | None = None,
            join: ContextJoiner = repeat_to_common_length, guide_at: Callable[[torch.Tensor], bool] | None = None):

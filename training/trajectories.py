@@ -9,7 +9,7 @@ import time
 import torch
 
 from .backend import DiffusionBackend
-from .sampler import guided, in_interval, initial_noise, sampling_run
+from .sampler import guided, guided_at, initial_noise, sampling_run
 from .step import draw_guidance, negative_marks, per_sample, reference_prompts, teacher_noise
 
 STEP_COUNTS = (10, 20)  # each block runs captions with both, so states cover both schedules users run
@@ -54,9 +54,8 @@ class TrajectoryStates:
         w = draw_guidance(count, generator, self.guidance_range, self.anchors).get("w", torch.full((count,), float(self.guidance)))
         x = initial_noise(seeds, tuple(self.backend.latent_shape)).to(c.device) * sigmas[0]
         scale = per_sample(w.to(c.device), x.ndim) if self.guidance_range else self.guidance
-        guide_at = None if self.interval is None else \
-            (lambda sigma: bool(in_interval(self.backend.noise_level(sigma[:1]), self.interval)))
-        cfg = guided(self.backend.predict_noise, c, c_ref, scale, y, y_ref, self.backend.join_contexts, guide_at)
+        cfg = guided(self.backend.predict_noise, c, c_ref, scale, y, y_ref, self.backend.join_contexts,
+                     guided_at(self.backend.noise_level, self.interval))
 
         def visit(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
             eps = cfg(x, sigma)

@@ -7,12 +7,13 @@
 Loads the model as `training/train.py` does with the same model flags (every flag this script does not know goes
 to the trainer's parser), then takes one sampler step through comfy.sample.sample_custom with conditioning from
 ComfyUI's CLIPTextEncode node (which carries the pooled output), or with --text-embeddings from that file, and
-compares CFG's noise prediction there with the trainer's teacher. With --sharpener, also one step at cfg 1 on the Sharpen Conditioning node's output against the
-trainer's student; with --sampling too, ComfyUI's common_ksampler at cfg 1 on that output, counting the model's calls
-and their batch sizes, and at α = 0 against the plain prompt's image. With --adapter, the same for a guidance
-adapter: one step at cfg 1 on the model from the Load DICE Guidance Adapter node (ComfyUI's own LoRA code) against the
-trainer's student (the adapter hooked into the model), how many weights ComfyUI patched, the KSampler's calls at
-cfg 1 and strength 0 against the plain model's image. Prints one JSON line.
+compares CFG's noise prediction there with the trainer's teacher. With --sharpener, also one step at cfg 1 on the
+Sharpen Conditioning node's output against the trainer's student; with --sampling too, ComfyUI's common_ksampler
+at cfg 1 on that output, counting the model's calls and their batch sizes, and at α = 0 against the plain prompt's
+image. With --adapter, the same for a guidance adapter: one step at cfg 1 on the model from the Load DICE Guidance
+Adapter node (ComfyUI's own LoRA code) against the trainer's student (the adapter hooked into the model), how many
+weights ComfyUI patched, the KSampler's calls at cfg 1 and strength 0 against the plain model's image. Prints one
+JSON line.
 """
 from __future__ import annotations
 

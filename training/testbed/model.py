@@ -18,7 +18,7 @@ from ...sharpeners.adapter import block_layers
 from ...sharpeners.formulas import repeat_to_common_length
 from ...sharpeners.nag import NAGSettings, normalized_attention_guidance
 from ..memory import checkpoint_layers
-from ..sampler import guided, in_interval, initial_noise, sample, sampling_run
+from ..sampler import guided, guided_at, initial_noise, sample, sampling_run
 from .schedule import DiscreteSchedule, FlowSchedule
 from .text_encoder import TextEncoder
 
@@ -197,7 +197,6 @@ class Testbed:
         """uint8 images for each embedding in context (already sharpened, scaled or fused as the caller likes); with
         nag, one call a step that applies NAG with negative's tokens (one row per prompt); null: CFG's uncond, one for
         all prompts or one each (a negative prompt per prompt); interval: the noise levels CFG applies at."""
-        guide_at = None if interval is None else (lambda sigma: bool(in_interval(self.noise_level(sigma[:1]), interval)))
         sigmas = self.schedule.sampling_sigmas(steps)
         null = self.null_embedding() if null is None and cfg_scale != 1.0 else null
         out = []
@@ -207,7 +206,7 @@ class Testbed:
             reference = null if null is None or len(null) == 1 else null[part]  # one uncond for all, or one each
             with patched:
                 latents = sample(self.predict_noise, context[part], sigmas, seeds[part], self.latent_shape, reference,
-                                 cfg_scale, method, guide_at=guide_at)
+                                 cfg_scale, method, guide_at=guided_at(self.noise_level, interval))
             out.append(self.decode(latents))
         return np.concatenate(out)
 
