@@ -109,8 +109,9 @@ class Adapted:
         return context if self.partner is None else sharpen(self.partner, context, reference, strength)
 
 
-def held_out_ratio(testbed, adapted: Adapted, batch: dict, w: float) -> float:
-    """The student's distance to CFG's prediction at w over the unguided call's, on the trainer's held-out batch."""
+def held_out_ratio(testbed, adapted: Adapted, batch: dict, w: float, interval: tuple[float, ...] = ()) -> float:
+    """The student's distance to CFG's prediction at w over the unguided call's, on the trainer's held-out batch (with
+    interval: to CFG applied only at those noise levels, the teacher of a file trained with --guidance-interval)."""
     import torch
 
     from dice_pack.training.loop import held_out_distances
@@ -118,7 +119,8 @@ def held_out_ratio(testbed, adapted: Adapted, batch: dict, w: float) -> float:
 
     student = Student(None if adapted.partner is None else adapted.partner, adapted.adapter,
                       reference_scale=adapted.file.info.guidance_scale, knob_exponent=adapted.file.info.knob_exponent)
-    return held_out_distances(testbed, student, {**batch, "w": torch.full((len(batch["x"]),), w)}, w, 256)["ratio"]
+    return held_out_distances(testbed, student, {**batch, "w": torch.full((len(batch["x"]),), w)}, w, 256,
+                              tuple(interval) or None)["ratio"]
 
 
 def knob_rows(options, testbed, scorer, adapters, names, measure) -> list[dict]:
@@ -141,10 +143,14 @@ def knob_rows(options, testbed, scorer, adapters, names, measure) -> list[dict]:
             strength, _ = adapted.file.strength_at(w)
             conditioning = adapted.context(context, null.expand(len(context), -1, -1), strength)
             ratio = held_out_ratio(testbed, adapted, held_out, w)
+            interval = tuple(float(v) for v in adapted.file.info.guidance_interval.split(",") if v)
+            # A file taught CFG in an interval: also its distance to that teacher (the bar reads plain CFG's).
+            own = {"teacher_distance_ratio": round(held_out_ratio(testbed, adapted, held_out, w, interval), 4)} \
+                if interval else {}
             for steps in (20, 16, 10) if w == 5 else (20,):
                 with adapted.at(strength):
                     rows.append(measure(dict(method=name, w=w, steps=steps, calls=steps,
-                                             distance_ratio=round(ratio, 4), strength=round(strength, 4)),
+                                             distance_ratio=round(ratio, 4), strength=round(strength, 4), **own),
                                         lambda: testbed.generate(conditioning, seeds, steps=steps)))
         for strength in options.strengths:
             conditioning = adapted.context(context, null.expand(len(context), -1, -1), strength)
@@ -289,7 +295,8 @@ def main() -> None:
         row["seconds"] = round(time.time() - started, 1)
         w = "" if row["w"] is None else f"w={row['w']:g}"
         print(f"{row['method']:<34}{w:>7}{row['steps']:>4} steps{row['calls']:>4} calls  alignment {row['alignment']:5.1f} %"
-              f"  FD {row['fd']:7.1f}" + (f"  distance ratio {row['distance_ratio']:.3f}" if row.get("distance_ratio") else ""),
+              f"  FD {row['fd']:7.1f}" + (f"  distance ratio {row['distance_ratio']:.3f}" if row.get("distance_ratio") else "")
+              + (f" (to its interval teacher {row['teacher_distance_ratio']:.3f})" if row.get("teacher_distance_ratio") else ""),
               flush=True)
         return row
 
@@ -341,7 +348,8 @@ def main() -> None:
             "negatives": ("method", "calls", "negated_rate", "alignment", "fd")}
     # by_attribute rides along in the negative rows so --baselines-from can show it; the issue's keys come first.
     print(json.dumps({"prompt_seed": options.prompt_seed, "prompts": options.prompts,
-                      "knob": [{k: r[k] for k in keep["knob"]} for r in knob],
+                      "knob": [{**{k: r[k] for k in keep["knob"]},
+                                **{k: r[k] for k in ("teacher_distance_ratio",) if k in r}} for r in knob],
                       "negatives": [{**{k: r[k] for k in keep["negatives"]}, "by_attribute": r["by_attribute"]}
                                     for r in negatives]}, ensure_ascii=False))
 
