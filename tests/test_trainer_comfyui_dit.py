@@ -37,8 +37,8 @@ WAN_FAMILIES = ("wan21", "wan22_5b")
 FIXTURE_FILES = {"sd3": "checkpoints/tiny_sd3.safetensors", "pixart_alpha": "diffusion_models/tiny_pixart_alpha.safetensors",
                  "pixart_sigma": "diffusion_models/tiny_pixart_sigma.safetensors",
                  "t5xxl": "text_encoders/t5xxl_fp8_e4m3fn.safetensors",
-                 "wan21": "vae/tiny_wan21_vae.safetensors",  # the VAE: each Wan builder writes it last
-                 "wan22_5b": "vae/tiny_wan22_vae.safetensors",
+                 "wan21": "diffusion_models/tiny_wan21.safetensors",  # each Wan builder writes it after the VAE
+                 "wan22_5b": "diffusion_models/tiny_wan22_5b.safetensors",
                  "umt5xxl": "text_encoders/umt5_xxl_fp8_e4m3fn.safetensors",
                  "chroma": "diffusion_models/tiny_chroma.safetensors",
                  "lumina2": "diffusion_models/tiny_lumina2.safetensors",

@@ -232,14 +232,16 @@ WAN_VAE = {"dim_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_scales": [], "te
 
 
 def build_wan(models: Path, seed: int, name: str, config_class, unet_config: dict, vae, vae_name: str = "") -> None:
-    """A Wan diffusion model as diffusion_models/tiny_<name>, then its VAE (random, RMS norms at scale 1) as
-    vae/tiny_<vae_name or name>_vae, written last."""
+    """A Wan VAE (random, RMS norms at scale 1) as vae/tiny_<vae_name or name>_vae where it is missing (Qwen-Image's
+    builder writes Wan 2.1's), then the diffusion model as diffusion_models/tiny_<name>, written last."""
     import torch
 
     torch.manual_seed(seed)
     _, model = diffusion_model(config_class, unet_config)
+    vae_path = models / "vae" / f"tiny_{vae_name or name}_vae.safetensors"
+    if not vae_path.is_file():
+        write_wan_vae(vae, vae_path)
     save(model.diffusion_model.state_dict(), models / "diffusion_models" / f"tiny_{name}.safetensors")
-    write_wan_vae(vae, models / "vae" / f"tiny_{vae_name or name}_vae.safetensors")
 
 
 def write_wan_vae(vae, path: Path) -> None:
