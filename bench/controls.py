@@ -126,7 +126,7 @@ def held_out_ratio(testbed, adapted: Adapted, batch: dict, w: float, interval: t
 def knob_rows(options, testbed, scorer, adapters, names, measure) -> list[dict]:
     import torch
 
-    from dice_pack.training.loop import make_batch
+    from dice_pack.training.loop import make_batch, parse_interval
 
     context, seeds = testbed.encode_prompts(scorer.captions[:options.prompts]), list(range(options.prompts))
     null = testbed.null_embedding()
@@ -143,7 +143,7 @@ def knob_rows(options, testbed, scorer, adapters, names, measure) -> list[dict]:
             strength, _ = adapted.file.strength_at(w)
             conditioning = adapted.context(context, null.expand(len(context), -1, -1), strength)
             ratio = held_out_ratio(testbed, adapted, held_out, w)
-            interval = tuple(float(v) for v in adapted.file.info.guidance_interval.split(",") if v)
+            interval = parse_interval(adapted.file.info.guidance_interval)
             # A file taught CFG in an interval: also its distance to that teacher (the bar reads plain CFG's).
             own = {"teacher_distance_ratio": round(held_out_ratio(testbed, adapted, held_out, w, interval), 4)} \
                 if interval else {}

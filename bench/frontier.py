@@ -62,8 +62,12 @@ def parse_args() -> argparse.Namespace:
         parser.error("no sharpener or adapter: pass --sharpener or --adapter, or run bash scripts/run.sh first")
     if (options.cfg_then_dice or options.negatives_sharpener) and not options.sharpener:
         parser.error("--cfg-then-dice and --negatives-sharpener need a --sharpener")
-    options.guidance_interval = tuple(float(v) for v in options.guidance_interval.split(",")) \
-        if options.guidance_interval else None
+    from dice_pack.training.loop import parse_interval
+
+    try:
+        options.guidance_interval = parse_interval(options.guidance_interval or "") or None
+    except ValueError as error:
+        parser.error(f"--guidance-interval {options.guidance_interval}: {error}")
     options.budgets = sorted({int(b) for b in options.budgets.split(",")})
     odd = [b for b in options.budgets if b % 2 or b < 2]
     if odd:
@@ -196,8 +200,8 @@ def plot(rows: list[dict], path: Path) -> None:
 
 
 def main() -> None:
+    load_pack()  # before the flags: --guidance-interval is read by the trainer's own parser
     options = parse_args()
-    load_pack()
     from dice_pack.sharpeners import load_sharpener, sharpen
     from dice_pack.sharpeners.adapter_file import load_adapter
     from dice_pack.training.sampler import in_interval

@@ -44,6 +44,8 @@ class AdapterInfo:
     guidance_min: float = 0.0
     guidance_max: float = 0.0
     knob_exponent: float = 1.0
+    # The exponent it was trained with, where the knob reads it with another (0: knob_exponent itself).
+    knob_trained_exponent: float = 0.0
     knob: str = KNOB  # how a CFG scale becomes a strength, for people and tools reading the metadata
     # Trained to take negative prompts through NAG with these settings (0, 0, 0: not trained with negatives so).
     nag_scale: float = 0.0
@@ -58,7 +60,7 @@ class AdapterInfo:
 
 # Metadata fields a file written before they existed lacks; it reads with their defaults.
 ADDED_LATER = {"guidance_min", "guidance_max", "knob_exponent", "knob", "nag_scale", "nag_tau", "nag_alpha",
-               "init_adapter", "base_fingerprint", "guidance_interval"}
+               "init_adapter", "base_fingerprint", "guidance_interval", "knob_trained_exponent"}
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,11 @@ class AdapterFile:
         """'2–9' for a file trained over a range of CFG scales, '5' for one trained at one."""
         i = self.info
         return f"{i.guidance_min:g}–{i.guidance_max:g}" if self.has_knob else f"{i.guidance_scale:g}"
+
+    @property
+    def trained_knob_exponent(self) -> float:
+        """The knob's exponent during training (the one a run resuming or starting from it must train with)."""
+        return self.info.knob_trained_exponent or self.info.knob_exponent
 
     @property
     def has_knob(self) -> bool:

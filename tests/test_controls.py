@@ -132,8 +132,32 @@ def test_an_adapter_trains_the_knob_by_default_and_none_trains_one_scale(tmp_pat
     assert not load_adapter(single).has_knob
 
 
+def test_a_sampling_exponent_is_what_the_hosts_read_and_the_trained_one_what_a_run_from_the_file_needs(tmp_path):
+    plain, read = tmp_path / "plain.safetensors", tmp_path / "read.safetensors"
+    run(tmp_path, "--train", "adapter", "--steps", "1", "--batch", "2", "--name", "p", "--out", str(plain))
+    run(tmp_path, "--train", "adapter", "--steps", "1", "--batch", "2", "--name", "r", "--out", str(read),
+        "--knob-sampling-exponent", "0.4")
+    a, b = load_file(plain), load_file(read)
+    assert all(torch.equal(a[k], b[k]) for k in a)  # the training is the same; only how the knob reads it differs
+    loaded = load_adapter(read)
+    assert (loaded.info.knob_exponent, loaded.trained_knob_exponent) == (0.4, 0.5)
+    assert loaded.strength_at(2.0)[0] == pytest.approx(0.25 ** 0.4)  # more strength below cfg 5 than 0.25 ** 0.5
+    assert load_adapter(plain).strength_at(2.0)[0] == pytest.approx(0.5)
+    assert load_adapter(plain).trained_knob_exponent == 0.5
+    # A run from the file trains with the exponent it was trained with, not the one the hosts read.
+    run(tmp_path, "--train", "adapter", "--steps", "1", "--batch", "2", "--name", "i", "--init-adapter", str(read),
+        "--out", str(tmp_path / "from.safetensors"))
+    with pytest.raises(SystemExit, match="was trained with --knob-exponent 0.5, this run asks for --knob-exponent 0.4"):
+        run(tmp_path, "--train", "adapter", "--steps", "1", "--batch", "2", "--name", "j", "--init-adapter", str(read),
+            "--knob-exponent", "0.4")
+
+
 @pytest.mark.parametrize("args, message", [
     (["--guidance-range", "2,9"], "--guidance-range trains the adapter's cfg knob: add --train adapter"),
+    (["--knob-sampling-exponent", "0.4"], "--knob-sampling-exponent trains the adapter's cfg knob: add --train"),
+    (["--train", "adapter", "--guidance-range", "none", "--knob-sampling-exponent", "0.4"],
+     "--knob-sampling-exponent goes with a"),
+    (["--train", "adapter", "--knob-sampling-exponent", "0"], "--knob-sampling-exponent 0: the knob's exponent must"),
     (["--knob-exponent", "0.5"], "--knob-exponent trains the adapter's cfg knob: add --train adapter"),
     (["--train", "adapter", "--guidance-range", "none", "--knob-exponent", "0.5"], "--knob-exponent goes with a"),
     (["--train", "adapter", "--guidance-range", "9,2"], "needs 1 <= LOW < HIGH"),

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from .hashing import file_sha256
-from .loop import RunInfo, TrainConfig, train
+from .loop import RunInfo, TrainConfig, parse_interval, train
 from ..sharpeners.adapter import LAYER_SELECTIONS
 from .precision import PRECISIONS
 
@@ -106,6 +106,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--knob-exponent", type=float, default=None, help="with --guidance-range: the knob's map from CFG "
                    f"scale w to strength, ((w − 1)/(guidance − 1)) ** this (default {DEFAULT_KNOB_EXPONENT}, the "
                    "testbed's best; 1 = linear)")
+    p.add_argument("--knob-sampling-exponent", type=float, default=None, help="with --guidance-range: the knob's "
+                   "exponent the file gives the hosts, where it should differ from the one trained with (--knob-exponent):"
+                   " below it, the knob gives the adapter more strength under --guidance and less above it, for an "
+                   "adapter that guides less than CFG at small scales (default: the trained exponent)")
     p.add_argument("--anchor-share", type=float, default=None, help="with --guidance-range: the share of samples "
                    "trained at --guidance itself (the knob's strength 1), the rest drawn uniformly over the range "
                    f"(default {DEFAULT_ANCHOR_SHARE}; 0: all uniform, as before 2026-12-03)")
@@ -291,6 +295,7 @@ def main(argv: list[str] | None = None) -> dict:
         attention_context=args.attention, train=args.train, adapter_rank=args.adapter_rank,
         adapter_layers=args.adapter_layers, guidance_min=scales[0], guidance_max=scales[1], negative_share=negative_share,
         nag=nag, knob_exponent=DEFAULT_KNOB_EXPONENT if args.knob_exponent is None else args.knob_exponent,
+        knob_sampling_exponent=args.knob_sampling_exponent or 0.0,
         anchor_share=(DEFAULT_ANCHOR_SHARE if args.anchor_share is None else args.anchor_share) if scales[1] else 0.0,
         extra_anchor=parse_extra_anchor(args, scales), guidance_interval=parse_guidance_interval(args),
         init_adapter=init_adapter,
@@ -355,7 +360,7 @@ def check_init_adapter(args: argparse.Namespace, scales: tuple[float, float]) ->
               "--guidance": (info.guidance_scale, args.guidance),
               "--guidance-range": (range_flag(info.guidance_min, info.guidance_max), range_flag(*scales))}
     if file.has_knob:
-        wanted["--knob-exponent"] = (info.knob_exponent, args.knob_exponent if args.knob_exponent is not None
+        wanted["--knob-exponent"] = (file.trained_knob_exponent, args.knob_exponent if args.knob_exponent is not None
                                      else DEFAULT_KNOB_EXPONENT)
     shown = lambda value: f"{value:g}" if isinstance(value, float) else str(value)  # noqa: E731
     for flag, (was, now) in wanted.items():
@@ -389,17 +394,10 @@ def parse_guidance_interval(args: argparse.Namespace) -> tuple[float, ...]:
     or with none; refused unless 0 <= LOW < HIGH <= 1."""
     if args.guidance_interval is None and args.testbed == "dit" and args.train != "sharpener":
         args.guidance_interval = TESTBED_DIT_GUIDANCE_INTERVAL
-    if not args.guidance_interval or args.guidance_interval == "none":
-        return ()
     try:
-        low, high = (float(v) for v in args.guidance_interval.split(","))
-    except ValueError:
-        raise SystemExit(f"--guidance-interval {args.guidance_interval}: give the noise levels CFG applies at as "
-                         "LOW,HIGH, e.g. 0,0.8") from None
-    if not 0 <= low < high <= 1:
-        raise SystemExit(f"--guidance-interval {args.guidance_interval}: must satisfy 0 <= LOW < HIGH <= 1 (1 is pure "
-                         "noise, 0 clean)")
-    return low, high
+        return parse_interval(args.guidance_interval or "")
+    except ValueError as error:
+        raise SystemExit(f"--guidance-interval {args.guidance_interval}: {error}") from None
 
 
 def parse_extra_anchor(args: argparse.Namespace, scales: tuple[float, float]) -> tuple[float, float]:
@@ -425,12 +423,13 @@ def parse_guidance_range(args: argparse.Namespace) -> tuple[float, float]:
     """--guidance-range LOW,HIGH as numbers (default for an adapter: DEFAULT_RANGE), (0, 0) for none; refused where
     it cannot mean anything."""
     knob_flags = {"--guidance-range": args.guidance_range, "--knob-exponent": args.knob_exponent,
+                  "--knob-sampling-exponent": args.knob_sampling_exponent,
                   "--anchor-share": args.anchor_share, "--extra-anchor": args.extra_anchor}
     if args.train == "sharpener" and any(v is not None for v in knob_flags.values()):
         flag = next(name for name, v in knob_flags.items() if v is not None)
         raise SystemExit(f"{flag} trains the adapter's cfg knob: add --train adapter (or both)")
     if args.train == "sharpener" or (args.guidance_range or DEFAULT_RANGE).strip().lower() == "none":
-        for flag in ("--knob-exponent", "--anchor-share", "--extra-anchor"):
+        for flag in ("--knob-exponent", "--knob-sampling-exponent", "--anchor-share", "--extra-anchor"):
             if knob_flags[flag] is not None:
                 raise SystemExit(f"{flag} goes with a --guidance-range (this run trains one scale, --guidance)")
         return 0.0, 0.0
@@ -442,6 +441,9 @@ def parse_guidance_range(args: argparse.Namespace) -> tuple[float, float]:
                          "e.g. 1,10") from None
     if not (1 <= low < high and high < 100):
         raise SystemExit(f"--guidance-range {args.guidance_range}: needs 1 <= LOW < HIGH (CFG scales; 1 is the plain model)")
+    for flag, exponent in (("--knob-exponent", args.knob_exponent), ("--knob-sampling-exponent", args.knob_sampling_exponent)):
+        if exponent is not None and not 0 < exponent <= 4:
+            raise SystemExit(f"{flag} {exponent:g}: the knob's exponent must be above 0 and at most 4 (1 = linear)")
     if args.anchor_share is not None and not (0 <= args.anchor_share < 1 and low <= args.guidance <= high):
         raise SystemExit(f"--anchor-share {args.anchor_share:g}: must be at least 0 and below 1, with --guidance "
                          f"{args.guidance:g} inside --guidance-range {args.guidance_range}")

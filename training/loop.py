@@ -64,6 +64,7 @@ class TrainConfig:
     guidance_min: float = 0.0  # with guidance_max: each sample draws its CFG scale from this range (the adapter's knob);
     guidance_max: float = 0.0  # 0, 0: every sample at guidance
     knob_exponent: float = 1.0  # the knob's map: strength = ((w − 1) / (guidance − 1)) ** knob_exponent
+    knob_sampling_exponent: float = 0.0  # the map the file gives the hosts, where it differs from training's (0: the same)
     anchor_share: float = 0.0  # with a range: the share of samples drawn at guidance itself, the rest uniform
     extra_anchor: tuple[float, float] = (0.0, 0.0)  # with a range: (scale, share) of samples also drawn at another scale
     guidance_interval: tuple[float, ...] = ()  # (low, high): the teacher's CFG only at noise levels within (else all)
@@ -226,9 +227,31 @@ def anchor_flag(anchor) -> str:
     return f"{anchor[0]:g},{anchor[1]:g}" if anchor[1] > 0 else "none"
 
 
+def knob_exponents(config: TrainConfig) -> dict[str, float]:
+    """The file's knob exponent (the one hosts read) and, where sampling reads the knob with another, the trained one."""
+    sampling = config.knob_sampling_exponent
+    if not sampling or sampling == config.knob_exponent:
+        return {"knob_exponent": config.knob_exponent}
+    return {"knob_exponent": sampling, "knob_trained_exponent": config.knob_exponent}
+
+
 def interval_flag(interval) -> str:
     """--guidance-interval as typed ("0,0.8"), or "" for CFG at every noise level."""
     return ",".join(f"{v:g}" for v in interval)
+
+
+def parse_interval(text: str) -> tuple[float, ...]:
+    """--guidance-interval (or a file's guidance_interval) as numbers: (LOW, HIGH), or () for "", "none"; ValueError
+    naming what is wrong unless 0 <= LOW < HIGH <= 1."""
+    if not text or text == "none":
+        return ()
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError("give the noise levels CFG applies at as LOW,HIGH, e.g. 0,0.8") from None
+    if not 0 <= low < high <= 1:
+        raise ValueError("must satisfy 0 <= LOW < HIGH <= 1 (1 is pure noise, 0 clean)")
+    return low, high
 
 
 def range_flag(low: float, high: float) -> str:
@@ -253,7 +276,7 @@ def save_student(student: Student, config: TrainConfig, info: RunInfo, out: Path
             prediction_type=info.prediction_type, clip_skip=info.clip_skip, training_steps=config.steps,
             sharpener=out.name if student.sharpener is not None else "", base_fingerprint=info.base_fingerprint,
             **({"guidance_min": config.guidance_min, "guidance_max": config.guidance_max,
-                "knob_exponent": config.knob_exponent} if guidance_range(config) else {}),
+                **knob_exponents(config)} if guidance_range(config) else {}),
             **(dict(zip(("nag_scale", "nag_tau", "nag_alpha"), config.nag)) if config.nag else {}),
             **({"init_adapter": f"{Path(config.init_adapter).name} sha256:{file_sha256(config.init_adapter)}"}
                if config.init_adapter else {}),
